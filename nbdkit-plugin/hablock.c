@@ -1,0 +1,212 @@
+/* nbdkit-hablock-plugin: the thin adapter between nbdkit and the replicator.
+ * Callbacks in lifecycle order; the plugin table at the bottom is the index.
+ * Everything else lives in ../replicator (hablock.h). */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NBDKIT_API_VERSION 2
+#include <nbdkit-plugin.h>
+
+#include "hablock.h"
+#include "hb-build.h"
+
+/* Debug flags (-D hablock.NAME=1): fault hooks for tests, not parameters. */
+NBDKIT_DLL_PUBLIC int hablock_debug_force_aio_fallback = 0;
+
+static struct hb_params params;
+static struct hb_dev *dev;
+
+static void log_to_nbdkit(enum hb_log_level level, const char *msg)
+{
+  if (level == HB_LOG_ERROR)
+    nbdkit_error("%s", msg);
+  else
+    nbdkit_debug("%s", msg);
+}
+
+static void hablock_load(void)
+{
+  hb_set_log(log_to_nbdkit);
+}
+
+static void hablock_unload(void)
+{
+  hb_dev_close(dev);
+  dev = NULL;
+  hb_params_free(&params);
+}
+
+static int hablock_config(const char *key, const char *value)
+{
+  char err[HB_ERRLEN];
+
+  if (hb_params_set(&params, key, value, err, sizeof err) < 0) {
+    nbdkit_error("%s", err);
+    return -1;
+  }
+  return 0;
+}
+
+static int hablock_config_complete(void)
+{
+  char err[HB_ERRLEN];
+
+  params.force_aio_fallback = hablock_debug_force_aio_fallback != 0;
+  if (hb_params_check(&params, err, sizeof err) < 0) {
+    nbdkit_error("%s", err);
+    return -1;
+  }
+  return 0;
+}
+
+static int hablock_get_ready(void)
+{
+  char err[HB_ERRLEN];
+
+  if (hb_dev_open(&params, &dev, err, sizeof err) < 0) {
+    nbdkit_error("%s", err);
+    return -1;
+  }
+  return 0;
+}
+
+static int hablock_after_fork(void)
+{
+  char err[HB_ERRLEN];
+
+  if (hb_dev_start(dev, err, sizeof err) < 0) {
+    nbdkit_error("%s", err);
+    return -1;
+  }
+  nbdkit_debug("hablock: serving %s with io=%s cache=%s", params.disk,
+               hb_io_name(hb_dev_io(dev)), hb_cache_name(params.cache));
+  return 0;
+}
+
+static void hablock_dump_plugin(void)
+{
+  printf("hablock_version=%s\n", HABLOCK_VERSION);
+  printf("hablock_io_backends=%s\n", hb_io_compiled());
+}
+
+static void *hablock_open(int readonly)
+{
+  return dev;
+}
+
+static int64_t hablock_get_size(void *handle)
+{
+  return (int64_t) hb_dev_size(dev);
+}
+
+static int hablock_block_size(void *handle, uint32_t *minimum,
+                              uint32_t *preferred, uint32_t *maximum)
+{
+  *minimum = 1;          /* unaligned requests work (read-modify-write) */
+  *preferred = hb_dev_preferred_block(dev);
+  *maximum = 0xffffffff; /* no limit of ours */
+  return 0;
+}
+
+static int hablock_can_write(void *handle) { return 1; }
+static int hablock_can_flush(void *handle) { return 1; }
+static int hablock_can_trim(void *handle) { return hb_dev_can_trim(dev); }
+static int hablock_can_zero(void *handle) { return 1; }
+static int hablock_can_fast_zero(void *handle) { return hb_dev_can_fast_zero(dev); }
+static int hablock_can_fua(void *handle) { return NBDKIT_FUA_NATIVE; }
+static int hablock_can_cache(void *handle) { return NBDKIT_CACHE_NATIVE; }
+
+/* Every connection writes through the same descriptor, so a flush on any
+ * connection covers the writes completed on all of them. */
+static int hablock_can_multi_conn(void *handle) { return 1; }
+
+static int result(int r)
+{
+  if (r < 0) {
+    nbdkit_set_error(-r);
+    return -1;
+  }
+  return 0;
+}
+
+static unsigned to_hb_flags(uint32_t flags)
+{
+  return (flags & NBDKIT_FLAG_FUA ? HB_FUA : 0) |
+         (flags & NBDKIT_FLAG_MAY_TRIM ? HB_MAY_TRIM : 0) |
+         (flags & NBDKIT_FLAG_FAST_ZERO ? HB_FAST_ZERO : 0);
+}
+
+static int hablock_pread(void *handle, void *buf, uint32_t count,
+                         uint64_t offset, uint32_t flags)
+{
+  return result(hb_pread(dev, buf, count, offset));
+}
+
+static int hablock_pwrite(void *handle, const void *buf, uint32_t count,
+                          uint64_t offset, uint32_t flags)
+{
+  return result(hb_pwrite(dev, buf, count, offset, to_hb_flags(flags)));
+}
+
+static int hablock_flush(void *handle, uint32_t flags)
+{
+  return result(hb_flush(dev));
+}
+
+static int hablock_trim(void *handle, uint32_t count, uint64_t offset,
+                        uint32_t flags)
+{
+  return result(hb_trim(dev, count, offset, to_hb_flags(flags)));
+}
+
+static int hablock_zero(void *handle, uint32_t count, uint64_t offset,
+                        uint32_t flags)
+{
+  return result(hb_zero(dev, count, offset, to_hb_flags(flags)));
+}
+
+static int hablock_cache(void *handle, uint32_t count, uint64_t offset,
+                         uint32_t flags)
+{
+  return result(hb_cache(dev, count, offset));
+}
+
+#define THREAD_MODEL NBDKIT_THREAD_MODEL_PARALLEL
+
+static struct nbdkit_plugin plugin = {
+  .name              = "hablock",
+  .longname          = "hablock replicated block device",
+  .version           = HABLOCK_VERSION,
+  .description       = "Serve a local disk through hablock's I/O engine",
+  .load              = hablock_load,
+  .unload            = hablock_unload,
+  .config            = hablock_config,
+  .config_complete   = hablock_config_complete,
+  .config_help       = hb_params_help,
+  .magic_config_key  = "disk",
+  .get_ready         = hablock_get_ready,
+  .after_fork        = hablock_after_fork,
+  .dump_plugin       = hablock_dump_plugin,
+  .open              = hablock_open,
+  .get_size          = hablock_get_size,
+  .block_size        = hablock_block_size,
+  .can_write         = hablock_can_write,
+  .can_flush         = hablock_can_flush,
+  .can_trim          = hablock_can_trim,
+  .can_zero          = hablock_can_zero,
+  .can_fast_zero     = hablock_can_fast_zero,
+  .can_fua           = hablock_can_fua,
+  .can_cache         = hablock_can_cache,
+  .can_multi_conn    = hablock_can_multi_conn,
+  .pread             = hablock_pread,
+  .pwrite            = hablock_pwrite,
+  .flush             = hablock_flush,
+  .trim              = hablock_trim,
+  .zero              = hablock_zero,
+  .cache             = hablock_cache,
+  .errno_is_preserved = 0,
+};
+
+NBDKIT_REGISTER_PLUGIN(plugin)

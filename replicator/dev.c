@@ -1,0 +1,461 @@
+/* The device: the backing disk, the chosen local I/O backend and the write
+ * path's conflict check, behind the public hb_* data-path calls.
+ *
+ * Every request is carried out by the nbdkit worker that received it; with
+ * io=sync the worker does its own syscalls (no thread hop), with io=uring and
+ * io=aio it hands each I/O to the loop thread and waits. */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <linux/fs.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include "align.h"
+#include "disk.h"
+#include "hablock.h"
+#include "hb-build.h"
+#include "inflight.h"
+#include "log.h"
+#include "loop.h"
+
+#ifndef PR_SET_IO_FLUSHER
+#define PR_SET_IO_FLUSHER 57
+#endif
+
+/* The default backend per cache mode: the fastest in docs/benchmarks.md. */
+#define DEFAULT_IO_DIRECT    HB_IO_SYNC
+#define DEFAULT_IO_WRITEBACK HB_IO_SYNC
+#define DEFAULT_QUEUE_DEPTH  128u
+/* Unaligned direct I/O goes through a per-thread bounce buffer this big. */
+#define BOUNCE_MAX (1u << 20)
+
+struct hb_dev {
+  struct hb_disk disk;
+  enum hb_io io;
+  enum hb_cache cache;
+  unsigned depth;
+  struct hb_loop *loop;
+  struct hb_inflight inflight;
+  void *zeroes;                 /* BOUNCE_MAX zero bytes, aligned */
+};
+
+/* ---- per-thread bounce buffers (nbdkit workers come and go with
+ * connections: the key's destructor frees a finished thread's buffer) ---- */
+
+static pthread_key_t bounce_key;
+static pthread_once_t bounce_once = PTHREAD_ONCE_INIT;
+
+static void bounce_key_init(void)
+{
+  if (pthread_key_create(&bounce_key, free))
+    abort();
+}
+
+static char *bounce_buffer(void)
+{
+  void *p;
+
+  pthread_once(&bounce_once, bounce_key_init);
+  p = pthread_getspecific(bounce_key);
+  if (!p) {
+    /* 4096 satisfies every O_DIRECT memory alignment we accept. */
+    if (posix_memalign(&p, 4096, BOUNCE_MAX))
+      return NULL;
+    if (pthread_setspecific(bounce_key, p)) {
+      free(p);
+      return NULL;
+    }
+  }
+  return p;
+}
+
+/* ---- setup ---- */
+
+int hb_dev_open(const struct hb_params *p, struct hb_dev **out,
+                char *err, size_t errlen)
+{
+  struct hb_dev *d;
+  char why[HB_ERRLEN];
+  int r;
+
+  d = calloc(1, sizeof *d);
+  if (!d)
+    return hb_fail(err, errlen, ENOMEM, "out of memory");
+  d->cache = p->cache;
+  d->depth = p->queue_depth ? p->queue_depth : DEFAULT_QUEUE_DEPTH;
+  r = hb_disk_open(&d->disk, p->disk, p->cache == HB_CACHE_NONE, err, errlen);
+  if (r < 0) {
+    free(d);
+    return r;
+  }
+  if (posix_memalign(&d->zeroes, 4096, BOUNCE_MAX)) {
+    hb_dev_close(d);
+    return hb_fail(err, errlen, ENOMEM, "out of memory");
+  }
+  memset(d->zeroes, 0, BOUNCE_MAX);
+  hb_inflight_init(&d->inflight, d->disk.direct ? d->disk.off_align : 1);
+
+  d->io = p->io;
+  if (d->io == HB_IO_DEFAULT)
+    d->io = p->cache == HB_CACHE_NONE ? DEFAULT_IO_DIRECT : DEFAULT_IO_WRITEBACK;
+  if (d->io == HB_IO_URING) {
+    r = p->force_aio_fallback
+          ? hb_fail(why, sizeof why, ENOSYS, "forced by hablock.force_aio_fallback")
+          : hb_loop_probe(HB_LOOP_URING, d->depth, why, sizeof why);
+    if (r < 0) {
+      hb_info("io=uring: cannot create an io_uring ring (%s); falling back to aio", why);
+      d->io = HB_IO_AIO;
+    }
+  }
+  if (d->io == HB_IO_AIO) {
+    r = hb_loop_probe(HB_LOOP_AIO, d->depth, why, sizeof why);
+    if (r < 0) {
+      hb_dev_close(d);
+      return hb_fail(err, errlen, -r, "io=aio: %s", why);
+    }
+  }
+
+  /* We serve a device that may be mounted on this very host: our own
+   * allocations must not recurse into writeback of that device. Needs
+   * CAP_SYS_RESOURCE; without it we go on and say so. */
+  if (prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0) < 0)
+    hb_debug("prctl(PR_SET_IO_FLUSHER): %m (continuing)");
+
+  hb_debug("disk %s: %s, size %llu, %s, alignment mem %u off %u, io=%s",
+           d->disk.path, d->disk.is_blk ? "block device" : "file",
+           (unsigned long long) d->disk.size,
+           d->disk.direct ? "O_DIRECT" : "page cache",
+           d->disk.mem_align, d->disk.off_align, hb_io_name(d->io));
+  *out = d;
+  return 0;
+}
+
+int hb_dev_start(struct hb_dev *d, char *err, size_t errlen)
+{
+  if (d->io == HB_IO_SYNC || d->loop)
+    return 0;
+  return hb_loop_start(d->io == HB_IO_URING ? HB_LOOP_URING : HB_LOOP_AIO,
+                       d->depth, &d->loop, err, errlen);
+}
+
+void hb_dev_close(struct hb_dev *d)
+{
+  if (!d)
+    return;
+  hb_loop_stop(d->loop);
+  hb_inflight_destroy(&d->inflight);
+  hb_disk_close(&d->disk);
+  free(d->zeroes);
+  free(d);
+}
+
+uint64_t hb_dev_size(const struct hb_dev *d) { return d->disk.size; }
+enum hb_io hb_dev_io(const struct hb_dev *d) { return d->io; }
+bool hb_dev_can_trim(const struct hb_dev *d) { (void) d; return true; }
+bool hb_dev_can_fast_zero(const struct hb_dev *d) { (void) d; return true; }
+
+uint32_t hb_dev_preferred_block(const struct hb_dev *d)
+{
+  return d->disk.off_align > 4096 ? d->disk.off_align : 4096;
+}
+
+/* ---- one I/O through the chosen backend ---- */
+
+static int io_rw(struct hb_dev *d, enum hb_op op, void *buf, uint64_t len,
+                 uint64_t off, int rwflags)
+{
+  if (d->loop && hb_loop_can(d->loop, op)) {
+    struct hb_req req = {
+      .op = op, .fd = d->disk.fd, .buf = buf, .len = len, .off = off,
+      .rw_flags = rwflags,
+    };
+    return hb_loop_run(d->loop, &req);
+  }
+  return op == HB_OP_READ ? hb_pread_full(d->disk.fd, buf, len, off)
+                          : hb_pwrite_full(d->disk.fd, buf, len, off, rwflags);
+}
+
+static int io_fallocate(struct hb_dev *d, int mode, uint64_t off, uint64_t len)
+{
+  if (d->loop && hb_loop_can(d->loop, HB_OP_FALLOCATE)) {
+    struct hb_req req = {
+      .op = HB_OP_FALLOCATE, .fd = d->disk.fd, .mode = mode, .off = off, .len = len,
+    };
+    return hb_loop_run(d->loop, &req);
+  }
+  return hb_disk_fallocate(&d->disk, mode, off, len);
+}
+
+static int io_flush(struct hb_dev *d)
+{
+  if (d->loop && hb_loop_can(d->loop, HB_OP_FDATASYNC)) {
+    struct hb_req req = { .op = HB_OP_FDATASYNC, .fd = d->disk.fd };
+    return hb_loop_run(d->loop, &req);
+  }
+  return fdatasync(d->disk.fd) < 0 ? -errno : 0;
+}
+
+/* ---- reads and writes, aligned for O_DIRECT where needed ---- */
+
+static int read_direct(struct hb_dev *d, char *buf, uint64_t len, uint64_t off)
+{
+  uint32_t align = d->disk.off_align;
+  struct hb_chunk c;
+  char *bounce;
+  int r;
+
+  if (hb_direct_ok(buf, off, len, d->disk.mem_align, align))
+    return io_rw(d, HB_OP_READ, buf, len, off, 0);
+  if (!(bounce = bounce_buffer()))
+    return -ENOMEM;
+  for (uint64_t pos = hb_align_down(off, align);
+       (r = hb_chunk_next(off, len, align, BOUNCE_MAX, pos, &c)) > 0; pos += c.len) {
+    r = io_rw(d, HB_OP_READ, bounce, c.len, c.off, 0);
+    if (r < 0)
+      return r;
+    memcpy(buf + c.src, bounce + c.data_off, c.data_len);
+  }
+  return r;
+}
+
+/* Called with the range registered in d->inflight: a partial block's
+ * read-modify-write cannot race another write of that block. */
+static int write_direct(struct hb_dev *d, const char *buf, uint64_t len,
+                        uint64_t off, int rwflags)
+{
+  uint32_t align = d->disk.off_align;
+  struct hb_chunk c;
+  char *bounce;
+  int r;
+
+  if (hb_direct_ok(buf, off, len, d->disk.mem_align, align))
+    return io_rw(d, HB_OP_WRITE, (char *) buf, len, off, rwflags);
+  if (!(bounce = bounce_buffer()))
+    return -ENOMEM;
+  for (uint64_t pos = hb_align_down(off, align);
+       (r = hb_chunk_next(off, len, align, BOUNCE_MAX, pos, &c)) > 0; pos += c.len) {
+    if (c.read_first && (r = io_rw(d, HB_OP_READ, bounce, align, c.off, 0)) < 0)
+      return r;
+    if (c.read_last &&
+        (r = io_rw(d, HB_OP_READ, bounce + c.len - align, align, c.off + c.len - align, 0)) < 0)
+      return r;
+    memcpy(bounce + c.data_off, buf + c.src, c.data_len);
+    r = io_rw(d, HB_OP_WRITE, bounce, c.len, c.off, rwflags);
+    if (r < 0)
+      return r;
+  }
+  return r;
+}
+
+/* Under O_DIRECT a file whose size is not a multiple of the alignment has a
+ * tail no aligned request can reach: it goes through the page-cache
+ * descriptor. Returns how many of the len bytes at off lie before it. */
+static uint64_t direct_part(const struct hb_dev *d, uint64_t len, uint64_t off)
+{
+  if (off >= d->disk.dio_end)
+    return 0;
+  return len < d->disk.dio_end - off ? len : d->disk.dio_end - off;
+}
+
+static int read_range(struct hb_dev *d, char *buf, uint64_t len, uint64_t off)
+{
+  uint64_t head;
+  int r;
+
+  if (!d->disk.direct)
+    return io_rw(d, HB_OP_READ, buf, len, off, 0);
+  head = direct_part(d, len, off);
+  if (head && (r = read_direct(d, buf, head, off)) < 0)
+    return r;
+  if (head < len)
+    return hb_pread_full(d->disk.fd_buf, buf + head, len - head, off + head);
+  return 0;
+}
+
+static int write_range(struct hb_dev *d, const char *buf, uint64_t len,
+                       uint64_t off, int rwflags)
+{
+  uint64_t head;
+  int r;
+
+  if (!d->disk.direct)
+    return io_rw(d, HB_OP_WRITE, (char *) buf, len, off, rwflags);
+  head = direct_part(d, len, off);
+  if (head && (r = write_direct(d, buf, head, off, rwflags)) < 0)
+    return r;
+  if (head < len)
+    return hb_pwrite_full(d->disk.fd_buf, buf + head, len - head, off + head, rwflags);
+  return 0;
+}
+
+static int write_zeroes(struct hb_dev *d, uint64_t len, uint64_t off, int rwflags)
+{
+  while (len) {
+    uint64_t n = len < BOUNCE_MAX ? len : BOUNCE_MAX;
+    int r = write_range(d, d->zeroes, n, off, rwflags);
+    if (r < 0)
+      return r;
+    off += n;
+    len -= n;
+  }
+  return 0;
+}
+
+static bool in_bounds(const struct hb_dev *d, uint64_t len, uint64_t off)
+{
+  return off <= d->disk.size && len <= d->disk.size - off;
+}
+
+/* ---- the data path ---- */
+
+int hb_pread(struct hb_dev *d, void *buf, uint32_t count, uint64_t off)
+{
+  if (!in_bounds(d, count, off))
+    return -EINVAL;
+  if (count == 0)
+    return 0;
+  return read_range(d, buf, count, off);
+}
+
+int hb_pwrite(struct hb_dev *d, const void *buf, uint32_t count, uint64_t off,
+              unsigned flags)
+{
+  struct hb_range range;
+  int r;
+
+  if (!in_bounds(d, count, off))
+    return -EINVAL;
+  if (count == 0)
+    return flags & HB_FUA ? hb_flush(d) : 0;
+  hb_inflight_begin(&d->inflight, &range, off, count);
+  r = write_range(d, buf, count, off, flags & HB_FUA ? RWF_DSYNC : 0);
+  hb_inflight_end(&d->inflight, &range);
+  return r;
+}
+
+int hb_flush(struct hb_dev *d)
+{
+  return io_flush(d);
+}
+
+/* The aligned interior [*a, *b) of a range, for block-device ioctls. */
+static bool interior(const struct hb_dev *d, uint64_t len, uint64_t off,
+                     uint64_t *a, uint64_t *b)
+{
+  uint32_t align = d->disk.off_align;
+  *a = hb_align_down(off + align - 1, align);
+  *b = hb_align_down(off + len, align);
+  return *a < *b;
+}
+
+static int trim_locked(struct hb_dev *d, uint64_t len, uint64_t off)
+{
+  uint64_t a, b;
+  int r;
+
+  if (d->disk.is_blk) {
+    if (!interior(d, len, off, &a, &b))
+      return 0;
+    r = hb_disk_blk_ioctl(&d->disk, BLKDISCARD, a, b - a);
+  } else {
+    if (d->disk.no_punch)
+      return 0;
+    r = io_fallocate(d, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len);
+    if (r == -EOPNOTSUPP)
+      d->disk.no_punch = true;
+  }
+  /* Trim is advisory: a device that cannot discard has still done it. */
+  return r == -EOPNOTSUPP || r == -ENOTTY ? 0 : r;
+}
+
+int hb_trim(struct hb_dev *d, uint32_t count, uint64_t off, unsigned flags)
+{
+  struct hb_range range;
+  int r;
+
+  if (!in_bounds(d, count, off))
+    return -EINVAL;
+  if (count == 0)
+    return 0;
+  hb_inflight_begin(&d->inflight, &range, off, count);
+  r = trim_locked(d, count, off);
+  hb_inflight_end(&d->inflight, &range);
+  if (r == 0 && (flags & HB_FUA))
+    r = hb_flush(d);
+  return r;
+}
+
+/* Zero without writing zeroes: 0, or -EOPNOTSUPP when the device cannot. */
+static int zero_offload(struct hb_dev *d, uint64_t len, uint64_t off, unsigned flags)
+{
+  int r;
+
+  if (d->disk.is_blk) {
+    uint64_t a, b;
+    int mode;
+    if (!interior(d, len, off, &a, &b))
+      return -EOPNOTSUPP;
+    /* On a block device PUNCH_HOLE never falls back to writing zeroes;
+     * ZERO_RANGE may, so it is not "fast". */
+    if (flags & HB_MAY_TRIM)
+      mode = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
+    else if (!(flags & HB_FAST_ZERO))
+      mode = FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE;
+    else
+      return -EOPNOTSUPP;
+    r = hb_disk_fallocate(&d->disk, mode, a, b - a);
+    if (r == 0 && a > off)
+      r = write_zeroes(d, a - off, off, 0);
+    if (r == 0 && off + len > b)
+      r = write_zeroes(d, off + len - b, b, 0);
+    return r == -EOPNOTSUPP || r == -EINVAL || r == -ENOTTY ? -EOPNOTSUPP : r;
+  }
+
+  if ((flags & HB_MAY_TRIM) && !d->disk.no_punch) {
+    r = io_fallocate(d, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len);
+    if (r != -EOPNOTSUPP)
+      return r;
+    d->disk.no_punch = true;
+  }
+  if (!d->disk.no_zero_range) {
+    r = io_fallocate(d, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, off, len);
+    if (r != -EOPNOTSUPP)
+      return r;
+    d->disk.no_zero_range = true;
+  }
+  return -EOPNOTSUPP;
+}
+
+int hb_zero(struct hb_dev *d, uint32_t count, uint64_t off, unsigned flags)
+{
+  struct hb_range range;
+  int r;
+
+  if (!in_bounds(d, count, off))
+    return -EINVAL;
+  if (count == 0)
+    return 0;
+  hb_inflight_begin(&d->inflight, &range, off, count);
+  r = zero_offload(d, count, off, flags);
+  if (r == -EOPNOTSUPP)
+    r = flags & HB_FAST_ZERO ? -ENOTSUP : write_zeroes(d, count, off, 0);
+  hb_inflight_end(&d->inflight, &range);
+  if (r == 0 && (flags & HB_FUA))
+    r = hb_flush(d);
+  return r;
+}
+
+int hb_cache(struct hb_dev *d, uint32_t count, uint64_t off)
+{
+  if (!in_bounds(d, count, off))
+    return -EINVAL;
+  /* O_DIRECT reads never use the page cache: prefetching into it would only
+   * evict someone else's pages. */
+  if (d->disk.direct)
+    return 0;
+  return -posix_fadvise(d->disk.fd, (off_t) off, count, POSIX_FADV_WILLNEED);
+}

@@ -1,0 +1,78 @@
+/* hablock: the replicator's public interface, the one header the nbdkit
+ * plugin includes.
+ *
+ * Every function returns 0 (or a count) on success and -errno on failure; it
+ * never prints. Messages go through the log callback set with hb_set_log().
+ * Setup functions that can fail for a reason the user must read also fill an
+ * error buffer with one line naming the problem.
+ */
+#ifndef HABLOCK_H
+#define HABLOCK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define HB_ERRLEN 256
+
+enum hb_log_level { HB_LOG_DEBUG, HB_LOG_INFO, HB_LOG_ERROR };
+typedef void (*hb_log_fn)(enum hb_log_level level, const char *msg);
+void hb_set_log(hb_log_fn fn);
+
+/* Local I/O backends. HB_IO_DEFAULT picks the measured best one for the
+ * cache mode (docs/benchmarks.md). */
+enum hb_io { HB_IO_DEFAULT, HB_IO_SYNC, HB_IO_URING, HB_IO_AIO };
+enum hb_cache { HB_CACHE_NONE, HB_CACHE_WRITEBACK };
+
+struct hb_params {
+  char *disk;          /* backing file or block device */
+  enum hb_io io;
+  enum hb_cache cache;
+  unsigned queue_depth; /* loop thread's ring / aio context depth */
+  bool force_aio_fallback; /* debug: pretend io_uring_queue_init failed */
+};
+
+/* Parse one key=value parameter. Returns 0, or -EINVAL with err filled. */
+int hb_params_set(struct hb_params *p, const char *key, const char *value,
+                  char *err, size_t errlen);
+/* Check the whole set once every key was seen. */
+int hb_params_check(const struct hb_params *p, char *err, size_t errlen);
+void hb_params_free(struct hb_params *p);
+/* The key=value help text for nbdkit --help. */
+extern const char hb_params_help[];
+/* The backends compiled in, space separated ("sync uring aio"). */
+const char *hb_io_compiled(void);
+const char *hb_io_name(enum hb_io io);
+const char *hb_cache_name(enum hb_cache c);
+
+struct hb_dev;
+
+/* Open the backing device and choose the backend (nbdkit .get_ready).
+ * No thread is started yet. */
+int hb_dev_open(const struct hb_params *p, struct hb_dev **out,
+                char *err, size_t errlen);
+/* Start the loop thread if the backend needs one (nbdkit .after_fork). */
+int hb_dev_start(struct hb_dev *d, char *err, size_t errlen);
+void hb_dev_close(struct hb_dev *d);
+
+uint64_t hb_dev_size(const struct hb_dev *d);
+enum hb_io hb_dev_io(const struct hb_dev *d);
+/* Preferred I/O size: the direct-I/O alignment, at least 4096. */
+uint32_t hb_dev_preferred_block(const struct hb_dev *d);
+bool hb_dev_can_trim(const struct hb_dev *d);
+bool hb_dev_can_fast_zero(const struct hb_dev *d);
+
+/* Flags for the data path. */
+#define HB_FUA       (1u << 0)
+#define HB_MAY_TRIM  (1u << 1)
+#define HB_FAST_ZERO (1u << 2)
+
+int hb_pread(struct hb_dev *d, void *buf, uint32_t count, uint64_t off);
+int hb_pwrite(struct hb_dev *d, const void *buf, uint32_t count, uint64_t off,
+              unsigned flags);
+int hb_flush(struct hb_dev *d);
+int hb_trim(struct hb_dev *d, uint32_t count, uint64_t off, unsigned flags);
+int hb_zero(struct hb_dev *d, uint32_t count, uint64_t off, unsigned flags);
+int hb_cache(struct hb_dev *d, uint32_t count, uint64_t off);
+
+#endif

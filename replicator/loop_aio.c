@@ -1,0 +1,211 @@
+/* The libaio loop: the fallback where io_uring is unavailable. One thread
+ * owns an aio context; completions are signalled on a second eventfd, and the
+ * thread sleeps in poll() on that and the queue's eventfd. Linux AIO is only
+ * asynchronous for O_DIRECT reads and writes, so this loop carries READ and
+ * WRITE; the device does flush, trim and zero with the worker's own
+ * syscalls. */
+#include "hb-build.h"
+#if HAVE_LIBAIO
+
+#include <errno.h>
+#include <libaio.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "loop.h"
+
+struct aio_state {
+  io_context_t ctx;
+  int done_efd;
+  unsigned in_flight;
+  struct iocb *iocbs;           /* depth slots */
+  struct iocb **free_slots;     /* stack of free slots */
+  unsigned nfree;
+  struct io_event *events;
+  struct hb_qnode *pending;
+  struct hb_qnode **pending_tail;
+};
+
+static int aio_probe(unsigned depth, char *err, size_t errlen)
+{
+  io_context_t ctx = 0;
+  int r = io_setup((int) depth, &ctx);
+
+  if (r < 0)
+    return hb_fail(err, errlen, -r, "io_setup: %s", strerror(-r));
+  io_destroy(ctx);
+  return 0;
+}
+
+static void aio_fini(struct hb_loop *l)
+{
+  struct aio_state *s = l->priv;
+
+  if (s->ctx)
+    io_destroy(s->ctx);
+  if (s->done_efd >= 0)
+    close(s->done_efd);
+  free(s->iocbs);
+  free(s->free_slots);
+  free(s->events);
+  free(s);
+}
+
+static int aio_init(struct hb_loop *l, char *err, size_t errlen)
+{
+  struct aio_state *s = calloc(1, sizeof *s);
+  int r;
+
+  if (!s)
+    return hb_fail(err, errlen, ENOMEM, "out of memory");
+  l->priv = s;
+  s->done_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  s->iocbs = calloc(l->depth, sizeof *s->iocbs);
+  s->free_slots = calloc(l->depth, sizeof *s->free_slots);
+  s->events = calloc(l->depth, sizeof *s->events);
+  if (s->done_efd < 0 || !s->iocbs || !s->free_slots || !s->events) {
+    aio_fini(l);
+    return hb_fail(err, errlen, ENOMEM, "cannot allocate the aio loop");
+  }
+  r = io_setup((int) l->depth, &s->ctx);
+  if (r < 0) {
+    s->ctx = 0;
+    aio_fini(l);
+    return hb_fail(err, errlen, -r, "io_setup: %s", strerror(-r));
+  }
+  for (unsigned i = 0; i < l->depth; i++)
+    s->free_slots[i] = &s->iocbs[i];
+  s->nfree = l->depth;
+  s->pending_tail = &s->pending;
+  return 0;
+}
+
+static struct hb_req *req_of(struct hb_qnode *n)
+{
+  return (struct hb_req *) ((char *) n - offsetof(struct hb_req, qn));
+}
+
+static void push_front(struct aio_state *s, struct hb_req *req)
+{
+  req->qn.next = s->pending;
+  s->pending = &req->qn;
+  if (!req->qn.next)
+    s->pending_tail = &req->qn.next;
+}
+
+static void finish(struct aio_state *s, struct hb_req *req, long res)
+{
+  if (hb_req_progress(req, res))
+    req->complete(req);
+  else
+    push_front(s, req);
+}
+
+/* Submit pending requests while slots are free. */
+static void submit_pending(struct hb_loop *l, struct aio_state *s)
+{
+  while (s->pending && s->nfree) {
+    struct hb_req *req = req_of(s->pending);
+    struct iocb *cb = s->free_slots[--s->nfree];
+    int r;
+
+    s->pending = s->pending->next;
+    if (!s->pending)
+      s->pending_tail = &s->pending;
+    if (req->op == HB_OP_READ)
+      io_prep_pread(cb, req->fd, req->buf + req->done, req->len - req->done,
+                    (long long) (req->off + req->done));
+    else if (req->op == HB_OP_WRITE) {
+      io_prep_pwrite(cb, req->fd, req->buf + req->done, req->len - req->done,
+                     (long long) (req->off + req->done));
+      cb->aio_rw_flags = (unsigned) req->rw_flags;
+    } else {
+      s->free_slots[s->nfree++] = cb;
+      req->res = -EOPNOTSUPP;   /* the device never sends these here */
+      req->complete(req);
+      continue;
+    }
+    io_set_eventfd(cb, s->done_efd);
+    cb->data = req;
+    r = io_submit(s->ctx, 1, &cb);
+    if (r == 1) {
+      s->in_flight++;
+      continue;
+    }
+    s->free_slots[s->nfree++] = cb;
+    if (r == -EAGAIN || r == 0) {
+      push_front(s, req);       /* the kernel is full: retry on a completion */
+      break;
+    }
+    finish(s, req, r < 0 ? r : -EIO);
+  }
+}
+
+static void reap(struct aio_state *s)
+{
+  struct timespec zero = { 0, 0 };
+  int n;
+
+  do {
+    n = io_getevents(s->ctx, 0, (long) (s->nfree + s->in_flight), s->events, &zero);
+    for (int i = 0; i < n; i++) {
+      struct iocb *cb = s->events[i].obj;
+      struct hb_req *req = cb->data;
+      long res = (long) s->events[i].res;
+
+      s->free_slots[s->nfree++] = cb;
+      s->in_flight--;
+      finish(s, req, res);
+    }
+  } while (n > 0);
+}
+
+static void aio_run(struct hb_loop *l)
+{
+  struct aio_state *s = l->priv;
+  struct pollfd pfd[2] = {
+    { .fd = l->queue.efd, .events = POLLIN },
+    { .fd = s->done_efd, .events = POLLIN },
+  };
+
+  while (!__atomic_load_n(&l->stopping, __ATOMIC_ACQUIRE) || s->in_flight) {
+    if (poll(pfd, 2, -1) < 0) {
+      if (errno != EINTR)
+        hb_error("poll: %m");
+      continue;
+    }
+    if (pfd[1].revents & POLLIN) {
+      uint64_t v;
+      if (read(s->done_efd, &v, sizeof v) < 0 && errno != EAGAIN)
+        hb_error("aio eventfd: %m");
+      reap(s);
+    }
+    if (pfd[0].revents & POLLIN) {
+      struct hb_qnode *list;
+      hb_queue_ack(&l->queue);
+      list = hb_queue_take(&l->queue);
+      if (list) {
+        *s->pending_tail = list;
+        while (list->next)
+          list = list->next;
+        s->pending_tail = &list->next;
+      }
+    }
+    submit_pending(l, s);
+  }
+}
+
+const struct hb_loop_ops hb_loop_aio_ops = {
+  .name = "aio",
+  .probe = aio_probe,
+  .init = aio_init,
+  .run = aio_run,
+  .fini = aio_fini,
+  .ops_mask = 1u << HB_OP_READ | 1u << HB_OP_WRITE,
+};
+
+#endif
