@@ -1,0 +1,292 @@
+/* The device's data path on a real file under every backend and cache mode,
+ * checked byte for byte against a model: unaligned reads and writes,
+ * read-modify-write, trim, zero (may-trim, fast), FUA, flush, the tail of a
+ * file whose size is not a multiple of the block, and the setup errors. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "hablock.h"
+#include "hb-build.h"
+
+static char dir[] = "/var/tmp/hablock-test-dev.XXXXXX";
+
+static int setup_dir(void **state)
+{
+  return mkdtemp(dir) ? 0 : -1;
+}
+
+static int remove_dir(void **state)
+{
+  char cmd[128];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+  return system(cmd) == 0 ? 0 : -1;
+}
+
+static char *make_disk(const char *name, uint64_t size)
+{
+  static char path[256];
+  snprintf(path, sizeof path, "%s/%s", dir, name);
+  int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+  assert_true(fd >= 0);
+  assert_int_equal(ftruncate(fd, (off_t) size), 0);
+  close(fd);
+  return path;
+}
+
+static struct hb_dev *open_dev(const char *path, enum hb_io io, enum hb_cache cache)
+{
+  struct hb_params p = { .disk = (char *) path, .io = io, .cache = cache };
+  struct hb_dev *d;
+  char err[HB_ERRLEN];
+  if (hb_dev_open(&p, &d, err, sizeof err) < 0 || hb_dev_start(d, err, sizeof err) < 0)
+    fail_msg("open %s: %s", path, err);
+  return d;
+}
+
+static void check_equal(struct hb_dev *d, const unsigned char *model, uint64_t size)
+{
+  unsigned char *back = malloc(size);
+  assert_non_null(back);
+  /* odd pointer: the bounce path too */
+  assert_int_equal(hb_pread(d, back, (uint32_t) size, 0), 0);
+  if (memcmp(back, model, size) != 0) {
+    uint64_t i = 0;
+    while (back[i] == model[i])
+      i++;
+    fail_msg("device differs from the model at byte %llu (%u != %u)",
+             (unsigned long long) i, back[i], model[i]);
+  }
+  free(back);
+}
+
+static void model_run(enum hb_io io, enum hb_cache cache, uint64_t size)
+{
+  char name[64];
+  snprintf(name, sizeof name, "model-%s-%s-%llu", hb_io_name(io), hb_cache_name(cache),
+           (unsigned long long) size);
+  const char *path = make_disk(name, size);
+  struct hb_dev *d = open_dev(path, io, cache);
+  unsigned char *model = calloc(1, size);
+  unsigned char *buf = malloc(size + 1);
+  assert_non_null(model);
+  assert_non_null(buf);
+  assert_int_equal(hb_dev_size(d), size);
+
+  srand(777);
+  for (int iter = 0; iter < 600; iter++) {
+    uint64_t off = (uint64_t) rand() % size;
+    uint64_t maxlen = size - off;
+    uint64_t len = 1 + (uint64_t) rand() % (rand() % 3 ? 9000 : 300000);
+    if (len > maxlen)
+      len = maxlen;
+    if (rand() % 4 == 0) {                 /* make some aligned */
+      off &= ~(uint64_t) 4095;
+      len = (len + 4095) & ~(uint64_t) 4095;
+      if (len > size - off)
+        len = size - off;
+    }
+    unsigned char *src = buf + (rand() % 2);   /* misaligned buffers too */
+    switch (rand() % 6) {
+    case 0: case 1: case 2:
+      for (uint64_t k = 0; k < len; k++)
+        src[k] = (unsigned char) rand();
+      assert_int_equal(hb_pwrite(d, src, (uint32_t) len, off, rand() % 5 ? 0 : HB_FUA), 0);
+      memcpy(model + off, src, len);
+      break;
+    case 3: {
+      unsigned flags = (rand() % 2 ? HB_MAY_TRIM : 0) | (rand() % 3 ? 0 : HB_FUA);
+      assert_int_equal(hb_zero(d, (uint32_t) len, off, flags), 0);
+      memset(model + off, 0, len);
+      break;
+    }
+    case 4: {
+      /* fast zero: either done (zeroes) or refused with ENOTSUP untouched */
+      int r = hb_zero(d, (uint32_t) len, off, HB_FAST_ZERO);
+      assert_true(r == 0 || r == -ENOTSUP);
+      if (r == 0)
+        memset(model + off, 0, len);
+      break;
+    }
+    case 5:
+      assert_int_equal(hb_pread(d, src, (uint32_t) len, off), 0);
+      assert_memory_equal(src, model + off, len);
+      break;
+    }
+  }
+  assert_int_equal(hb_flush(d), 0);
+  check_equal(d, model, size);
+
+  /* trim of a regular file punches a hole: it reads back as zeroes */
+  assert_int_equal(hb_trim(d, 12288, 4096, 0), 0);
+  memset(model + 4096, 0, 12288);
+  check_equal(d, model, size);
+  assert_int_equal(hb_cache(d, 4096, 0), 0);
+
+  /* out of range */
+  assert_int_equal(hb_pwrite(d, buf, 2, size - 1, 0), -EINVAL);
+  assert_int_equal(hb_pread(d, buf, 1, size), -EINVAL);
+  hb_dev_close(d);
+
+  /* what was written is on the disk, read back by a fresh open */
+  d = open_dev(path, HB_IO_SYNC, HB_CACHE_WRITEBACK);
+  check_equal(d, model, size);
+  hb_dev_close(d);
+  free(model);
+  free(buf);
+}
+
+static const enum hb_io ios[] = { HB_IO_SYNC,
+#if HAVE_LIBURING
+  HB_IO_URING,
+#endif
+#if HAVE_LIBAIO
+  HB_IO_AIO,
+#endif
+};
+
+static void test_model_all_backends(void **state)
+{
+  for (size_t i = 0; i < sizeof ios / sizeof ios[0]; i++)
+    for (int c = 0; c < 2; c++) {
+      print_message("# io=%s cache=%s\n", hb_io_name(ios[i]), hb_cache_name((enum hb_cache) c));
+      model_run(ios[i], (enum hb_cache) c, 1 << 20);
+    }
+}
+
+static void test_odd_size_tail(void **state)
+{
+  /* Under O_DIRECT the last 1000 bytes are past the last whole block. */
+  for (size_t i = 0; i < sizeof ios / sizeof ios[0]; i++)
+    model_run(ios[i], HB_CACHE_NONE, (1 << 20) + 1000);
+}
+
+struct writer {
+  struct hb_dev *d;
+  int id;
+};
+
+/* Concurrent unaligned writers sharing blocks: read-modify-write must not
+ * lose a neighbour's bytes. Each writer owns every 4th byte range of 1000. */
+static void *writer_main(void *arg)
+{
+  struct writer *w = arg;
+  unsigned char b[1000];
+  memset(b, 'A' + w->id, sizeof b);
+  for (int k = w->id; k < 1000; k += 4)
+    if (hb_pwrite(w->d, b, sizeof b, (uint64_t) k * 1000, 0) != 0)
+      return (void *) 1;
+  return NULL;
+}
+
+static void test_concurrent_rmw(void **state)
+{
+  for (size_t i = 0; i < sizeof ios / sizeof ios[0]; i++) {
+    const char *path = make_disk("rmw", 1000 * 1000);
+    struct hb_dev *d = open_dev(path, ios[i], HB_CACHE_NONE);
+    pthread_t th[4];
+    struct writer w[4];
+    for (int t = 0; t < 4; t++) {
+      w[t] = (struct writer) { d, t };
+      assert_int_equal(pthread_create(&th[t], NULL, writer_main, &w[t]), 0);
+    }
+    for (int t = 0; t < 4; t++) {
+      void *ret;
+      pthread_join(th[t], &ret);
+      assert_null(ret);
+    }
+    unsigned char *model = malloc(1000 * 1000);
+    for (int k = 0; k < 1000; k++)
+      memset(model + k * 1000, 'A' + k % 4, 1000);
+    check_equal(d, model, 1000 * 1000);
+    free(model);
+    hb_dev_close(d);
+  }
+}
+
+static void test_setup_errors(void **state)
+{
+  struct {
+    const char *disk;
+    enum hb_cache cache;
+    int err;
+    const char *msg;     /* a substring of the one-line message */
+  } rows[] = {
+    { "/nonexistent/disk.img", HB_CACHE_NONE, -ENOENT, "disk /nonexistent/disk.img: No such file or directory" },
+    { "/var/tmp", HB_CACHE_NONE, -EISDIR, "is a directory" },
+    { "/dev/null", HB_CACHE_WRITEBACK, -EINVAL, "not a regular file or block device" },
+    { NULL, HB_CACHE_NONE, -EINVAL, "size 0" },
+  };
+  char *empty = strdup(make_disk("empty", 0));
+  rows[3].disk = empty;
+  for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+    struct hb_params p = { .disk = (char *) rows[i].disk, .cache = rows[i].cache };
+    struct hb_dev *d = NULL;
+    char err[HB_ERRLEN] = "";
+    assert_int_equal(hb_dev_open(&p, &d, err, sizeof err), rows[i].err);
+    if (!strstr(err, rows[i].msg))
+      fail_msg("row %zu: '%s' does not say '%s'", i, err, rows[i].msg);
+    assert_null(strchr(err, '\n'));
+  }
+  free(empty);
+}
+
+static void test_params(void **state)
+{
+  struct {
+    const char *key, *value;
+    int ret;
+    const char *msg;
+  } rows[] = {
+    { "disk", "/a", 0, "" },
+    { "disk", "/b", -EINVAL, "disk= given twice ('/a' and '/b')" },
+    { "io", "sync", 0, "" },
+    { "io", "fast", -EINVAL, "io=fast: unknown I/O backend (expected sync, uring or aio)" },
+    { "cache", "none", 0, "" },
+    { "cache", "writeback", 0, "" },
+    { "cache", "unsafe", -EINVAL, "cache=unsafe: unknown cache mode (expected none or writeback)" },
+    { "queue-depth", "64", 0, "" },
+    { "queue-depth", "0", -EINVAL, "queue-depth=0: expected a whole number from 1 to 4096" },
+    { "queue-depth", "12x", -EINVAL, "queue-depth=12x: expected a whole number from 1 to 4096" },
+    { "queue-depth", "-1", -EINVAL, "queue-depth=-1: expected a whole number from 1 to 4096" },
+    { "colour", "blue", -EINVAL, "unknown parameter 'colour'" },
+  };
+  struct hb_params p = { 0 };
+  char err[HB_ERRLEN];
+
+  assert_int_equal(hb_params_check(&p, err, sizeof err), -EINVAL);
+  assert_string_equal(err, "missing parameter: disk=<FILENAME>");
+  for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+    err[0] = 0;
+    assert_int_equal(hb_params_set(&p, rows[i].key, rows[i].value, err, sizeof err), rows[i].ret);
+    assert_string_equal(err, rows[i].msg);
+  }
+  assert_int_equal(hb_params_check(&p, err, sizeof err), 0);
+  assert_string_equal(p.disk, "/a");
+  assert_int_equal(p.io, HB_IO_SYNC);
+  assert_int_equal(p.cache, HB_CACHE_WRITEBACK);
+  assert_int_equal(p.queue_depth, 64);
+  hb_params_free(&p);
+}
+
+int main(void)
+{
+  const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_params),
+    cmocka_unit_test(test_setup_errors),
+    cmocka_unit_test(test_model_all_backends),
+    cmocka_unit_test(test_odd_size_tail),
+    cmocka_unit_test(test_concurrent_rmw),
+  };
+  return cmocka_run_group_tests(tests, setup_dir, remove_dir);
+}
