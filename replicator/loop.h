@@ -8,6 +8,7 @@
 #define HB_LOOP_H
 
 #include <semaphore.h>
+#include <stddef.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -34,6 +35,11 @@ struct hb_req {
   void (*complete)(struct hb_req *req);  /* runs on the loop thread */
   void *opaque;
 };
+
+static inline struct hb_req *hb_req_of(struct hb_qnode *n)
+{
+  return (struct hb_req *) ((char *) n - offsetof(struct hb_req, qn));
+}
 
 enum hb_loop_kind { HB_LOOP_URING, HB_LOOP_AIO };
 

@@ -26,8 +26,7 @@ struct aio_state {
   struct iocb **free_slots;     /* stack of free slots */
   unsigned nfree;
   struct io_event *events;
-  struct hb_qnode *pending;
-  struct hb_qnode **pending_tail;
+  struct hb_qlist pending;      /* taken from the queue, not yet submitted */
 };
 
 static int aio_probe(unsigned depth, char *err, size_t errlen)
@@ -80,21 +79,8 @@ static int aio_init(struct hb_loop *l, char *err, size_t errlen)
   for (unsigned i = 0; i < l->depth; i++)
     s->free_slots[i] = &s->iocbs[i];
   s->nfree = l->depth;
-  s->pending_tail = &s->pending;
+  hb_qlist_init(&s->pending);
   return 0;
-}
-
-static struct hb_req *req_of(struct hb_qnode *n)
-{
-  return (struct hb_req *) ((char *) n - offsetof(struct hb_req, qn));
-}
-
-static void push_front(struct aio_state *s, struct hb_req *req)
-{
-  req->qn.next = s->pending;
-  s->pending = &req->qn;
-  if (!req->qn.next)
-    s->pending_tail = &req->qn.next;
 }
 
 static void finish(struct aio_state *s, struct hb_req *req, long res)
@@ -102,24 +88,24 @@ static void finish(struct aio_state *s, struct hb_req *req, long res)
   if (hb_req_progress(req, res))
     req->complete(req);
   else
-    push_front(s, req);
+    hb_qlist_push_front(&s->pending, &req->qn);   /* the rest, first */
 }
 
-/* Submit pending requests while slots are free. */
-static void submit_pending(struct hb_loop *l, struct aio_state *s)
+/* Submit up to one batch of pending requests in one io_submit; returns
+ * whether the kernel took all of them. */
+static bool submit_batch(struct aio_state *s)
 {
-  while (s->pending && s->nfree) {
-    struct hb_req *req = req_of(s->pending);
-    struct iocb *cb = s->free_slots[--s->nfree];
-    int r;
+  struct iocb *batch[64];
+  int n = 0, r, err;
 
-    s->pending = s->pending->next;
-    if (!s->pending)
-      s->pending_tail = &s->pending;
-    if (req->op == HB_OP_READ)
+  while (s->pending.head && s->nfree && n < (int) (sizeof batch / sizeof batch[0])) {
+    struct hb_req *req = hb_req_of(hb_qlist_pop(&s->pending));
+    struct iocb *cb = s->free_slots[--s->nfree];
+
+    if (req->op == HB_OP_READ) {
       io_prep_pread(cb, req->fd, req->buf + req->done, req->len - req->done,
                     (long long) (req->off + req->done));
-    else if (req->op == HB_OP_WRITE) {
+    } else if (req->op == HB_OP_WRITE) {
       io_prep_pwrite(cb, req->fd, req->buf + req->done, req->len - req->done,
                      (long long) (req->off + req->done));
       cb->aio_rw_flags = (unsigned) req->rw_flags;
@@ -131,18 +117,28 @@ static void submit_pending(struct hb_loop *l, struct aio_state *s)
     }
     io_set_eventfd(cb, s->done_efd);
     cb->data = req;
-    r = io_submit(s->ctx, 1, &cb);
-    if (r == 1) {
-      s->in_flight++;
-      continue;
-    }
-    s->free_slots[s->nfree++] = cb;
-    if (r == -EAGAIN || r == 0) {
-      push_front(s, req);       /* the kernel is full: retry on a completion */
-      break;
-    }
-    finish(s, req, r < 0 ? r : -EIO);
+    batch[n++] = cb;
   }
+  if (n == 0)
+    return false;
+  r = io_submit(s->ctx, n, batch);
+  err = r < 0 ? r : 0;
+  if (r < 0)
+    r = 0;
+  s->in_flight += (unsigned) r;
+  /* Put back what the kernel did not take, in order, ahead of the rest. */
+  for (int i = n - 1; i >= r; i--) {
+    s->free_slots[s->nfree++] = batch[i];
+    hb_qlist_push_front(&s->pending, &((struct hb_req *) batch[i]->data)->qn);
+  }
+  if (err && (err != -EAGAIN || s->in_flight == 0)) {
+    /* The first one not taken is the one that failed (or, with nothing in
+     * flight to wait for, the kernel is out of aio resources). */
+    struct hb_req *req = hb_req_of(hb_qlist_pop(&s->pending));
+    req->res = err;
+    req->complete(req);
+  }
+  return r == n;
 }
 
 static void reap(struct aio_state *s)
@@ -185,17 +181,11 @@ static void aio_run(struct hb_loop *l)
       reap(s);
     }
     if (pfd[0].revents & POLLIN) {
-      struct hb_qnode *list;
       hb_queue_ack(&l->queue);
-      list = hb_queue_take(&l->queue);
-      if (list) {
-        *s->pending_tail = list;
-        while (list->next)
-          list = list->next;
-        s->pending_tail = &list->next;
-      }
+      hb_qlist_splice(&s->pending, hb_queue_take(&l->queue));
     }
-    submit_pending(l, s);
+    while (s->pending.head && s->nfree && submit_batch(s))
+      ;
   }
 }
 

@@ -20,8 +20,7 @@ struct uring_state {
   struct io_uring ring;
   uint64_t kick_value;          /* target of the eventfd read */
   unsigned in_flight;
-  struct hb_qnode *pending;     /* taken from the queue, not yet in the ring */
-  struct hb_qnode **pending_tail;
+  struct hb_qlist pending;      /* taken from the queue, not yet in the ring */
 };
 
 /* user_data for the eventfd read: no request has this address. */
@@ -50,7 +49,7 @@ static int uring_init(struct hb_loop *l, char *err, size_t errlen)
     free(s);
     return hb_fail(err, errlen, -r, "io_uring_queue_init: %s", strerror(-r));
   }
-  s->pending_tail = &s->pending;
+  hb_qlist_init(&s->pending);
   l->priv = s;
   return 0;
 }
@@ -99,43 +98,17 @@ static void arm_kick(struct hb_loop *l, struct uring_state *s)
   io_uring_sqe_set_data(sqe, &kick_token);
 }
 
-static void take_queue(struct hb_loop *l, struct uring_state *s)
-{
-  struct hb_qnode *list = hb_queue_take(&l->queue);
-
-  if (!list)
-    return;
-  *s->pending_tail = list;
-  while (list->next)
-    list = list->next;
-  s->pending_tail = &list->next;
-}
-
 /* Move pending requests into the ring while there is room. */
 static void fill_ring(struct hb_loop *l, struct uring_state *s)
 {
-  while (s->pending && s->in_flight < l->depth) {
-    struct hb_qnode *n = s->pending;
-    struct hb_req *req = (struct hb_req *) ((char *) n - offsetof(struct hb_req, qn));
+  while (s->pending.head && s->in_flight < l->depth) {
     struct io_uring_sqe *sqe = io_uring_get_sqe(&s->ring);
 
     if (!sqe)
       break;
-    s->pending = n->next;
-    if (!s->pending)
-      s->pending_tail = &s->pending;
-    prep(sqe, req);
+    prep(sqe, hb_req_of(hb_qlist_pop(&s->pending)));
     s->in_flight++;
   }
-}
-
-static void requeue(struct uring_state *s, struct hb_req *req)
-{
-  /* Resubmit first, ahead of newer requests. */
-  req->qn.next = s->pending;
-  s->pending = &req->qn;
-  if (!req->qn.next)
-    s->pending_tail = &req->qn.next;
 }
 
 static void uring_run(struct hb_loop *l)
@@ -158,7 +131,7 @@ static void uring_run(struct hb_loop *l)
       void *data = io_uring_cqe_get_data(cqe);
       seen++;
       if (data == &kick_token) {
-        take_queue(l, s);
+        hb_qlist_splice(&s->pending, hb_queue_take(&l->queue));
         if (!__atomic_load_n(&l->stopping, __ATOMIC_ACQUIRE))
           arm_kick(l, s);
         continue;
@@ -168,7 +141,7 @@ static void uring_run(struct hb_loop *l)
       if (hb_req_progress(req, cqe->res))
         req->complete(req);
       else
-        requeue(s, req);
+        hb_qlist_push_front(&s->pending, &req->qn);   /* the rest, first */
     }
     io_uring_cq_advance(&s->ring, seen);
   }

@@ -7,8 +7,7 @@
 
 int hb_queue_init(struct hb_queue *q)
 {
-  q->head = NULL;
-  q->tail = &q->head;
+  hb_qlist_init(&q->list);
   q->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (q->efd < 0)
     return -errno;
@@ -30,9 +29,9 @@ int hb_queue_push(struct hb_queue *q, struct hb_qnode *n)
 
   n->next = NULL;
   pthread_mutex_lock(&q->lock);
-  was_empty = q->head == NULL;
-  *q->tail = n;
-  q->tail = &n->next;
+  was_empty = q->list.head == NULL;
+  *q->list.tail = n;
+  q->list.tail = &n->next;
   pthread_mutex_unlock(&q->lock);
 
   if (was_empty) {
@@ -49,9 +48,8 @@ struct hb_qnode *hb_queue_take(struct hb_queue *q)
   struct hb_qnode *list;
 
   pthread_mutex_lock(&q->lock);
-  list = q->head;
-  q->head = NULL;
-  q->tail = &q->head;
+  list = q->list.head;
+  hb_qlist_init(&q->list);
   pthread_mutex_unlock(&q->lock);
   return list;
 }

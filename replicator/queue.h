@@ -12,10 +12,52 @@ struct hb_qnode {
   struct hb_qnode *next;
 };
 
-struct hb_queue {
-  pthread_mutex_t lock;
+/* A singly linked list with O(1) append, for one thread's own use (the
+ * loop's pending requests). */
+struct hb_qlist {
   struct hb_qnode *head;
   struct hb_qnode **tail;
+};
+
+static inline void hb_qlist_init(struct hb_qlist *l)
+{
+  l->head = NULL;
+  l->tail = &l->head;
+}
+
+/* Append a NULL-terminated chain. */
+static inline void hb_qlist_splice(struct hb_qlist *l, struct hb_qnode *chain)
+{
+  if (!chain)
+    return;
+  *l->tail = chain;
+  while (chain->next)
+    chain = chain->next;
+  l->tail = &chain->next;
+}
+
+static inline void hb_qlist_push_front(struct hb_qlist *l, struct hb_qnode *n)
+{
+  n->next = l->head;
+  l->head = n;
+  if (!n->next)
+    l->tail = &n->next;
+}
+
+static inline struct hb_qnode *hb_qlist_pop(struct hb_qlist *l)
+{
+  struct hb_qnode *n = l->head;
+  if (n) {
+    l->head = n->next;
+    if (!l->head)
+      l->tail = &l->head;
+  }
+  return n;
+}
+
+struct hb_queue {
+  pthread_mutex_t lock;
+  struct hb_qlist list;
   int efd;              /* eventfd, non-blocking, semaphore off */
 };
 

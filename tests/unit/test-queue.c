@@ -96,9 +96,36 @@ static void test_many_producers(void **state)
   hb_queue_destroy(&mq);
 }
 
+static void test_qlist(void **state)
+{
+  struct hb_qlist l;
+  struct item it[4];
+  for (int i = 0; i < 4; i++) {
+    it[i].seq = i;
+    it[i].qn.next = NULL;
+  }
+  hb_qlist_init(&l);
+  assert_null(hb_qlist_pop(&l));
+  hb_qlist_splice(&l, NULL);
+  it[1].qn.next = &it[2].qn;            /* a chain of two */
+  hb_qlist_splice(&l, &it[1].qn);
+  hb_qlist_push_front(&l, &it[0].qn);   /* resubmitted: goes first */
+  hb_qlist_splice(&l, &it[3].qn);       /* the tail moved past the chain */
+  for (int i = 0; i < 4; i++)
+    assert_int_equal(((struct item *) hb_qlist_pop(&l))->seq, i);
+  assert_null(hb_qlist_pop(&l));
+  hb_qlist_push_front(&l, &it[2].qn);   /* into an empty list: tail too */
+  it[3].qn.next = NULL;
+  hb_qlist_splice(&l, &it[3].qn);
+  assert_int_equal(((struct item *) hb_qlist_pop(&l))->seq, 2);
+  assert_int_equal(((struct item *) hb_qlist_pop(&l))->seq, 3);
+  assert_null(hb_qlist_pop(&l));
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_qlist),
     cmocka_unit_test(test_order_and_wakeup),
     cmocka_unit_test(test_many_producers),
   };
