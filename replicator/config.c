@@ -15,8 +15,8 @@
  *   would go unseen, and it truncates section names to 50 bytes. The reader
  *   handles section header lines itself.
  * - Indentation: inih treats an indented line after a key as the
- *   continuation of that key's value. The reader strips leading blanks, so
- *   indented keys are ordinary keys and values never continue.
+ *   continuation of that key's value. The reader strips leading white
+ *   space, so indented keys are ordinary keys and values never continue.
  * - Long lines: inih silently splits a line longer than its buffer. The
  *   reader refuses it.
  *
@@ -34,7 +34,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/stat.h>
 #include <unistd.h>
 #include <arpa/inet.h>
 
@@ -530,7 +529,7 @@ static char *read_line(char *buf, int num, void *stream)
     s += 3;
     len -= 3;
   }
-  while (len && (*s == ' ' || *s == '\t')) {
+  while (len && isspace((unsigned char) *s)) {
     s++;
     len--;
   }
@@ -546,11 +545,16 @@ static char *read_line(char *buf, int num, void *stream)
     if (*s == '[') {
       if (section_header(p, s, len) < 0)
         return NULL;
-    } else if (!memchr(s, '=', len) && !memchr(s, ':', len)) {
-      size_t end = len;
+    } else {
+      /* Like inih: the line ends at an inline comment, a ';' after a
+       * blank, and the key at the first '=' or ':'. */
+      size_t end = 0;
+      while (end < len && !(s[end] == ';' && end && isspace((unsigned char) s[end - 1])))
+        end++;
+      bool sep = memchr(s, '=', end) || memchr(s, ':', end);
       while (end && is_blank(s[end - 1]))
         end--;
-      if (end) {
+      if (end && !sep) {
         fail(p, p->line, EINVAL, "expected KEY = VALUE or [SECTION]");
         return NULL;
       }
@@ -581,14 +585,14 @@ static int on_key(void *user, const char *section, const char *name,
 
   if (p->err)
     return 0;
+  if (!*name) {
+    fail(p, p->line, EINVAL, "missing key name before '='");
+    return 0;
+  }
   if (p->sec == SEC_NONE) {
     fail(p, p->line, EINVAL,
          "%s: key outside any section (put it under [resource], [tls] or [node NAME])",
          name);
-    return 0;
-  }
-  if (!*name) {
-    fail(p, p->line, EINVAL, "%s: missing key name before '='", p->secname);
     return 0;
   }
   k = find_key(p->sec, name);
