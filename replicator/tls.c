@@ -215,8 +215,9 @@ static int verify_cb(int ok, X509_STORE_CTX *xs)
   if (!t->peer_names[0] && leaf)
     cert_names(leaf, t->peer_names, sizeof t->peer_names);
   if (t->ctx->psk) {
-    if (!t->verify_err)
-      t->verify_err = X509_V_ERR_APPLICATION_VERIFICATION;
+    /* Tell the peer "handshake failure" rather than "unknown CA". */
+    t->verify_err = X509_V_ERR_APPLICATION_VERIFICATION;
+    X509_STORE_CTX_set_error(xs, X509_V_ERR_APPLICATION_VERIFICATION);
     return 0;
   }
   if (ok || t->verify_err)
@@ -311,9 +312,8 @@ static const struct reason_line reasons[] = {
     "peer refused TLS 1.3" },
   { SSL_R_NO_SHARED_CIPHER, EPROTO,
     "no shared cipher (PSK on one node, certificates on the other?)" },
-  { SSL_R_SSLV3_ALERT_HANDSHAKE_FAILURE, EPROTO,
-    "peer refused the handshake (PSK on one node, certificates on the "
-    "other?)" },
+  { SSL_R_SSLV3_ALERT_HANDSHAKE_FAILURE, EACCES,
+    "peer refused the handshake (does it use a PSK?)" },
   { SSL_R_UNEXPECTED_EOF_WHILE_READING, ECONNRESET,
     "peer closed the connection without close_notify" },
   { SSL_R_DECRYPTION_FAILED_OR_BAD_RECORD_MAC, EPROTO,
@@ -344,8 +344,8 @@ static int fail_not_tls(struct hb_tls *t)
   size_t i;
 
   for (i = 0; i < t->sniff_len; i++) {
-    snprintf(hex + 3 * i, sizeof hex - 3 * i, "%s%02x", i ? " " : "",
-             t->sniff[i]);
+    snprintf(hex + strlen(hex), sizeof hex - strlen(hex), "%s%02x",
+             i ? " " : "", t->sniff[i]);
     if (t->sniff[i] < 0x20 || t->sniff[i] >= 0x7f)
       all_print = false;
   }
@@ -360,7 +360,7 @@ static int fail_not_tls(struct hb_tls *t)
 static int ssl_fail(struct hb_tls *t, int ret)
 {
   int e = SSL_get_error(t->ssl, ret);
-  unsigned long code;
+  unsigned long code, first = 0;
   char why[160];
 
   if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
@@ -375,7 +375,9 @@ static int ssl_fail(struct hb_tls *t, int ret)
     return fail(t, EACCES, "peer offered unknown PSK identity '%s'",
                 t->psk_offered_id);
   if (t->ctx->psk && t->side == HB_TLS_SERVER && !t->psk_offered &&
-      !t->established)
+      !t->established && e == SSL_ERROR_SSL &&
+      ERR_GET_REASON(ERR_peek_last_error()) !=
+      SSL_R_UNEXPECTED_EOF_WHILE_READING)
     return fail(t, EACCES,
                 "peer offered no PSK (certificates on the peer?)");
 
@@ -383,8 +385,18 @@ static int ssl_fail(struct hb_tls *t, int ret)
     int reason = ERR_GET_REASON(code);
     size_t i;
 
+    if (!first)
+      first = code;
     if (ERR_GET_LIB(code) != ERR_LIB_SSL)
       continue;
+    if (t->ctx->psk && !t->established &&
+        (reason == SSL_R_SSLV3_ALERT_ILLEGAL_PARAMETER ||
+         reason == SSL_R_TLSV1_ALERT_DECRYPT_ERROR))
+      return fail(t, EACCES, "peer rejected our PSK (PSK mismatch?)");
+    if (t->ctx->psk && !t->established &&
+        reason == SSL_R_SSLV3_ALERT_HANDSHAKE_FAILURE)
+      return fail(t, EACCES, "peer refused the handshake (other PSK "
+                  "identity, or certificates on the peer?)");
     if (reason_not_tls(reason) && !t->established) {
       t->not_tls = true;
       return fail_not_tls(t);
@@ -408,7 +420,12 @@ static int ssl_fail(struct hb_tls *t, int ret)
   if (e == SSL_ERROR_SYSCALL || e == SSL_ERROR_ZERO_RETURN)
     return fail(t, ECONNRESET, "peer closed the connection%s",
                 t->established ? "" : " during the TLS handshake");
-  ssl_errors_to(why, sizeof why);
+  if (!first)
+    return fail(t, EPROTO, "TLS error %d without a reason", e);
+  if (ERR_reason_error_string(first))
+    snprintf(why, sizeof why, "%s", ERR_reason_error_string(first));
+  else
+    ERR_error_string_n(first, why, sizeof why);
   return fail(t, EPROTO, "TLS error: %s", why);
 }
 
@@ -608,8 +625,13 @@ static int ctx_certs(struct hb_tls_ctx *c, const struct hb_tls_config *cfg,
   if (SSL_CTX_use_certificate_chain_file(c->ssl_ctx, cfg->cert_file) != 1)
     return ctx_fail(err, errlen, EINVAL, "certificate", cfg->cert_file);
   if (SSL_CTX_use_PrivateKey_file(c->ssl_ctx, cfg->key_file,
-                                  SSL_FILETYPE_PEM) != 1)
-    return ctx_fail(err, errlen, EINVAL, "key", cfg->key_file);
+                                  SSL_FILETYPE_PEM) != 1) {
+    if (ERR_GET_REASON(ERR_peek_last_error()) != X509_R_KEY_VALUES_MISMATCH)
+      return ctx_fail(err, errlen, EINVAL, "key", cfg->key_file);
+    ERR_clear_error();
+    return hb_fail(err, errlen, EINVAL, "certificate %s does not match key %s",
+                   cfg->cert_file, cfg->key_file);
+  }
   if (SSL_CTX_check_private_key(c->ssl_ctx) != 1) {
     ERR_clear_error();
     return hb_fail(err, errlen, EINVAL, "certificate %s does not match key %s",
@@ -646,7 +668,8 @@ static int ctx_psk(struct hb_tls_ctx *c, const struct hb_tls_config *cfg,
     return ctx_fail(err, errlen, EINVAL, "PSK", cfg->psk_file);
   SSL_CTX_set_psk_use_session_callback(c->ssl_ctx, psk_use_cb);
   SSL_CTX_set_psk_find_session_callback(c->ssl_ctx, psk_find_cb);
-  /* The PSK authenticates; a certificate from the peer is refused. */
+  /* The PSK authenticates; a client refuses a server's certificate (the
+   * server never asks for one, see hb_tls_new). */
   SSL_CTX_set_verify(c->ssl_ctx, SSL_VERIFY_PEER, verify_cb);
   return 0;
 }
@@ -734,6 +757,10 @@ int hb_tls_new(struct hb_tls_ctx *ctx, enum hb_tls_side side,
     goto nomem;
   SSL_set_bio(t->ssl, inner, inner);
   SSL_set_app_data(t->ssl, t);
+  if (ctx->psk && side == HB_TLS_SERVER)
+    /* The PSK authenticates the client; asking it for a certificate
+     * would only offer a second way in. */
+    SSL_set_verify(t->ssl, SSL_VERIFY_NONE, NULL);
   if (!ctx->psk) {
     SSL_set_hostflags(t->ssl, X509_CHECK_FLAG_NO_WILDCARDS);
     if (SSL_set1_host(t->ssl, ctx->peer_name) != 1)

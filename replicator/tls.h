@@ -104,7 +104,8 @@ ssize_t hb_tls_read(struct hb_tls *t, void *buf, size_t len);
 /* Plaintext to the peer: > 0 bytes taken (maybe fewer than len), -EAGAIN
  * (take ciphertext out, then call again with the same bytes), or failure. */
 ssize_t hb_tls_write(struct hb_tls *t, const void *buf, size_t len);
-/* Queue our close_notify. 0 or failure. */
+/* Queue our close_notify (nothing before the handshake completed); send
+ * what hb_tls_pending_out() then holds before closing. 0 or failure. */
 int hb_tls_shutdown(struct hb_tls *t);
 
 bool hb_tls_established(const struct hb_tls *t);
