@@ -18,12 +18,22 @@ NBDKIT_DLL_PUBLIC int hablock_debug_force_aio_fallback = 0;
 static struct hb_params params;
 static struct hb_dev *dev;
 
+/* nbdkit has errors and debug messages; what the operator should see without
+ * -v (a backend fallback) goes to stderr, which is the terminal during
+ * .get_ready and the journal under systemd (nbdkit -f). */
 static void log_to_nbdkit(enum hb_log_level level, const char *msg)
 {
-  if (level == HB_LOG_ERROR)
+  switch (level) {
+  case HB_LOG_ERROR:
     nbdkit_error("%s", msg);
-  else
+    break;
+  case HB_LOG_INFO:
+    fprintf(stderr, "nbdkit: hablock: %s\n", msg);
+    break;
+  case HB_LOG_DEBUG:
     nbdkit_debug("%s", msg);
+    break;
+  }
 }
 
 static void hablock_load(void)
