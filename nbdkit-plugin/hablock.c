@@ -16,7 +16,8 @@
 NBDKIT_DLL_PUBLIC int hablock_debug_force_aio_fallback = 0;
 
 static struct hb_params params;
-static struct hb_dev *dev;
+static struct hb_res *res;
+static struct hb_dev *dev;      /* hb_res_dev(res): size and block size */
 
 /* nbdkit has errors and debug messages; what the operator should see without
  * -v (a backend fallback) goes to stderr, which is the terminal during
@@ -43,7 +44,8 @@ static void hablock_load(void)
 
 static void hablock_unload(void)
 {
-  hb_dev_close(dev);
+  hb_res_close(res);
+  res = NULL;
   dev = NULL;
   hb_params_free(&params);
 }
@@ -75,10 +77,11 @@ static int hablock_get_ready(void)
 {
   char err[HB_ERRLEN];
 
-  if (hb_dev_open(&params, &dev, err, sizeof err) < 0) {
+  if (hb_res_open(&params, &res, err, sizeof err) < 0) {
     nbdkit_error("%s", err);
     return -1;
   }
+  dev = hb_res_dev(res);
   return 0;
 }
 
@@ -86,11 +89,12 @@ static int hablock_after_fork(void)
 {
   char err[HB_ERRLEN];
 
-  if (hb_dev_start(dev, err, sizeof err) < 0) {
+  if (hb_res_start(res, err, sizeof err) < 0) {
     nbdkit_error("%s", err);
     return -1;
   }
-  nbdkit_debug("hablock: serving %s with io=%s cache=%s", params.disk,
+  nbdkit_debug("hablock: serving %s with io=%s cache=%s",
+               params.config ? params.config : params.disk,
                hb_io_name(hb_dev_io(dev)), hb_cache_name(params.cache));
   return 0;
 }
@@ -101,9 +105,21 @@ static void hablock_dump_plugin(void)
   printf("hablock_io_backends=%s\n", hb_io_compiled());
 }
 
+/* The role gates every connection: a Secondary serves nobody. */
 static void *hablock_open(int readonly)
 {
-  return dev;
+  char msg[HB_ERRLEN];
+
+  if (hb_res_client_open(res, msg, sizeof msg) != 0) {
+    nbdkit_error("%s", msg);
+    return NULL;
+  }
+  return res;
+}
+
+static void hablock_close(void *handle)
+{
+  hb_res_client_close(res);
 }
 
 static int64_t hablock_get_size(void *handle)
@@ -151,36 +167,36 @@ static unsigned to_hb_flags(uint32_t flags)
 static int hablock_pread(void *handle, void *buf, uint32_t count,
                          uint64_t offset, uint32_t flags)
 {
-  return result(hb_pread(dev, buf, count, offset));
+  return result(hb_res_pread(res, buf, count, offset));
 }
 
 static int hablock_pwrite(void *handle, const void *buf, uint32_t count,
                           uint64_t offset, uint32_t flags)
 {
-  return result(hb_pwrite(dev, buf, count, offset, to_hb_flags(flags)));
+  return result(hb_res_pwrite(res, buf, count, offset, to_hb_flags(flags)));
 }
 
 static int hablock_flush(void *handle, uint32_t flags)
 {
-  return result(hb_flush(dev));
+  return result(hb_res_flush(res));
 }
 
 static int hablock_trim(void *handle, uint32_t count, uint64_t offset,
                         uint32_t flags)
 {
-  return result(hb_trim(dev, count, offset, to_hb_flags(flags)));
+  return result(hb_res_trim(res, count, offset, to_hb_flags(flags)));
 }
 
 static int hablock_zero(void *handle, uint32_t count, uint64_t offset,
                         uint32_t flags)
 {
-  return result(hb_zero(dev, count, offset, to_hb_flags(flags)));
+  return result(hb_res_zero(res, count, offset, to_hb_flags(flags)));
 }
 
 static int hablock_cache(void *handle, uint32_t count, uint64_t offset,
                          uint32_t flags)
 {
-  return result(hb_cache(dev, count, offset));
+  return result(hb_res_cache(res, count, offset));
 }
 
 #define THREAD_MODEL NBDKIT_THREAD_MODEL_PARALLEL
@@ -200,6 +216,7 @@ static struct nbdkit_plugin plugin = {
   .after_fork        = hablock_after_fork,
   .dump_plugin       = hablock_dump_plugin,
   .open              = hablock_open,
+  .close             = hablock_close,
   .get_size          = hablock_get_size,
   .block_size        = hablock_block_size,
   .can_write         = hablock_can_write,

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "align.h"
+#include "dev.h"
 #include "disk.h"
 #include "hablock.h"
 #include "hb-build.h"
@@ -321,6 +322,28 @@ int hb_pread(struct hb_dev *d, void *buf, uint32_t count, uint64_t off)
   return read_range(d, buf, count, off);
 }
 
+void hb_dev_range_begin(struct hb_dev *d, struct hb_range *r, uint64_t off, uint64_t len)
+{
+  hb_inflight_begin(&d->inflight, r, off, len);
+}
+
+void hb_dev_range_end(struct hb_dev *d, struct hb_range *r)
+{
+  hb_inflight_end(&d->inflight, r);
+}
+
+bool hb_dev_in_bounds(const struct hb_dev *d, uint64_t len, uint64_t off)
+{
+  return in_bounds(d, len, off);
+}
+
+int hb_dev_write_locked(struct hb_dev *d, const void *buf, uint32_t count,
+                        uint64_t off, unsigned flags)
+{
+  int r = write_range(d, buf, count, off, flags & HB_FUA ? RWF_DSYNC : 0);
+  return r;
+}
+
 int hb_pwrite(struct hb_dev *d, const void *buf, uint32_t count, uint64_t off,
               unsigned flags)
 {
@@ -332,7 +355,7 @@ int hb_pwrite(struct hb_dev *d, const void *buf, uint32_t count, uint64_t off,
   if (count == 0)
     return flags & HB_FUA ? hb_flush(d) : 0;
   hb_inflight_begin(&d->inflight, &range, off, count);
-  r = write_range(d, buf, count, off, flags & HB_FUA ? RWF_DSYNC : 0);
+  r = hb_dev_write_locked(d, buf, count, off, flags);
   hb_inflight_end(&d->inflight, &range);
   return r;
 }
@@ -372,6 +395,14 @@ static int trim_locked(struct hb_dev *d, uint64_t len, uint64_t off)
   return r == -EOPNOTSUPP || r == -ENOTTY ? 0 : r;
 }
 
+int hb_dev_trim_locked(struct hb_dev *d, uint32_t count, uint64_t off, unsigned flags)
+{
+  int r = trim_locked(d, count, off);
+  if (r == 0 && (flags & HB_FUA))
+    r = hb_flush(d);
+  return r;
+}
+
 int hb_trim(struct hb_dev *d, uint32_t count, uint64_t off, unsigned flags)
 {
   struct hb_range range;
@@ -382,10 +413,8 @@ int hb_trim(struct hb_dev *d, uint32_t count, uint64_t off, unsigned flags)
   if (count == 0)
     return 0;
   hb_inflight_begin(&d->inflight, &range, off, count);
-  r = trim_locked(d, count, off);
+  r = hb_dev_trim_locked(d, count, off, flags);
   hb_inflight_end(&d->inflight, &range);
-  if (r == 0 && (flags & HB_FUA))
-    r = hb_flush(d);
   return r;
 }
 
@@ -430,6 +459,16 @@ static int zero_offload(struct hb_dev *d, uint64_t len, uint64_t off, unsigned f
   return -EOPNOTSUPP;
 }
 
+int hb_dev_zero_locked(struct hb_dev *d, uint32_t count, uint64_t off, unsigned flags)
+{
+  int r = zero_offload(d, count, off, flags);
+  if (r == -EOPNOTSUPP)
+    r = flags & HB_FAST_ZERO ? -ENOTSUP : write_zeroes(d, count, off, 0);
+  if (r == 0 && (flags & HB_FUA))
+    r = hb_flush(d);
+  return r;
+}
+
 int hb_zero(struct hb_dev *d, uint32_t count, uint64_t off, unsigned flags)
 {
   struct hb_range range;
@@ -440,12 +479,8 @@ int hb_zero(struct hb_dev *d, uint32_t count, uint64_t off, unsigned flags)
   if (count == 0)
     return 0;
   hb_inflight_begin(&d->inflight, &range, off, count);
-  r = zero_offload(d, count, off, flags);
-  if (r == -EOPNOTSUPP)
-    r = flags & HB_FAST_ZERO ? -ENOTSUP : write_zeroes(d, count, off, 0);
+  r = hb_dev_zero_locked(d, count, off, flags);
   hb_inflight_end(&d->inflight, &range);
-  if (r == 0 && (flags & HB_FUA))
-    r = hb_flush(d);
   return r;
 }
 

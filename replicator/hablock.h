@@ -25,7 +25,9 @@ enum hb_io { HB_IO_DEFAULT, HB_IO_SYNC, HB_IO_URING, HB_IO_AIO };
 enum hb_cache { HB_CACHE_NONE, HB_CACHE_WRITEBACK };
 
 struct hb_params {
-  char *disk;          /* backing file or block device */
+  char *disk;          /* backing file or block device (standalone) */
+  char *config;        /* resource configuration file (replicated) */
+  char *node;          /* this node's name in it (default: the hostname) */
   enum hb_io io;
   enum hb_cache cache;
   unsigned queue_depth; /* loop thread's ring / aio context depth */
@@ -74,5 +76,24 @@ int hb_flush(struct hb_dev *d);
 int hb_trim(struct hb_dev *d, uint32_t count, uint64_t off, unsigned flags);
 int hb_zero(struct hb_dev *d, uint32_t count, uint64_t off, unsigned flags);
 int hb_cache(struct hb_dev *d, uint32_t count, uint64_t off);
+
+/* The resource: the device, and in replicated mode (config=) the peer
+ * link, the role and the control socket. The plugin uses only these. */
+struct hb_res;
+int hb_res_open(const struct hb_params *p, struct hb_res **out, char *err, size_t errlen);
+int hb_res_start(struct hb_res *r, char *err, size_t errlen);
+void hb_res_close(struct hb_res *r);
+struct hb_dev *hb_res_dev(struct hb_res *r);
+/* An NBD client connects: 0, or a positive refusal (this node is not
+ * Primary) with one line in msg. */
+int hb_res_client_open(struct hb_res *r, char *msg, size_t len);
+void hb_res_client_close(struct hb_res *r);
+int hb_res_pread(struct hb_res *r, void *buf, uint32_t count, uint64_t off);
+int hb_res_pwrite(struct hb_res *r, const void *buf, uint32_t count, uint64_t off,
+                  unsigned flags);
+int hb_res_flush(struct hb_res *r);
+int hb_res_trim(struct hb_res *r, uint32_t count, uint64_t off, unsigned flags);
+int hb_res_zero(struct hb_res *r, uint32_t count, uint64_t off, unsigned flags);
+int hb_res_cache(struct hb_res *r, uint32_t count, uint64_t off);
 
 #endif

@@ -23,13 +23,19 @@ static const struct hb_loop_ops *loop_ops(enum hb_loop_kind kind)
 
 bool hb_req_progress(struct hb_req *req, long res)
 {
+  if (req->op == HB_OP_TIMEOUT && res == -ETIME)
+    res = 0;                            /* a timeout that fired is success */
   if (res == -EAGAIN || res == -EINTR)
     return false;
   if (res < 0) {
     req->res = (int) res;
     return true;
   }
-  if (req->op != HB_OP_READ && req->op != HB_OP_WRITE) {
+  if (req->op == HB_OP_RECV) {          /* any amount, 0 is end of file */
+    req->res = (int) res;
+    return true;
+  }
+  if (req->op != HB_OP_READ && req->op != HB_OP_WRITE && req->op != HB_OP_SEND) {
     req->res = 0;
     return true;
   }
@@ -129,6 +135,13 @@ int hb_loop_submit(struct hb_loop *l, struct hb_req *req)
   req->done = 0;
   req->res = 0;
   return hb_queue_push(&l->queue, &req->qn);
+}
+
+void hb_loop_submit_local(struct hb_loop *l, struct hb_req *req)
+{
+  req->done = 0;
+  req->res = 0;
+  l->ops->push_local(l, req);
 }
 
 static void post_waiter(struct hb_req *req)

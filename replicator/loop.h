@@ -7,6 +7,7 @@
 #ifndef HB_LOOP_H
 #define HB_LOOP_H
 
+#include <linux/time_types.h>
 #include <semaphore.h>
 #include <stddef.h>
 #include <stdbool.h>
@@ -19,6 +20,10 @@ enum hb_op {
   HB_OP_WRITE,
   HB_OP_FDATASYNC,
   HB_OP_FALLOCATE,
+  HB_OP_SEND,           /* socket: the whole buffer (short sends resumed) */
+  HB_OP_RECV,           /* socket: whatever arrives; res = bytes, 0 = EOF */
+  HB_OP_TIMEOUT,        /* fires after req->timeout_ns; res = 0 */
+  HB_OP_CALL,           /* no I/O: run complete() on the loop thread */
 };
 
 struct hb_req {
@@ -30,10 +35,13 @@ struct hb_req {
   uint64_t off;
   uint64_t len;
   uint64_t done;        /* bytes transferred so far (short I/O) */
-  int res;              /* 0 or -errno once complete */
+  int res;              /* 0 (RECV: bytes) or -errno once complete */
+  uint64_t timeout_ns;  /* HB_OP_TIMEOUT */
+  struct __kernel_timespec ts;  /* HB_OP_TIMEOUT: the ring reads it */
   struct hb_qnode qn;
   void (*complete)(struct hb_req *req);  /* runs on the loop thread */
   void *opaque;
+  void *opaque2;
 };
 
 static inline struct hb_req *hb_req_of(struct hb_qnode *n)
@@ -53,6 +61,8 @@ int hb_loop_start(enum hb_loop_kind kind, unsigned depth, struct hb_loop **out,
 void hb_loop_stop(struct hb_loop *l);
 /* Hand a request to the loop (any thread). req->complete runs on the loop. */
 int hb_loop_submit(struct hb_loop *l, struct hb_req *req);
+/* From the loop thread itself (a completion callback): queue a request. */
+void hb_loop_submit_local(struct hb_loop *l, struct hb_req *req);
 /* Submit and wait on the caller's thread; returns req->res. */
 int hb_loop_run(struct hb_loop *l, struct hb_req *req);
 bool hb_loop_can(const struct hb_loop *l, enum hb_op op);
@@ -64,6 +74,8 @@ struct hb_loop_ops {
   int (*init)(struct hb_loop *l, char *err, size_t errlen);
   void (*run)(struct hb_loop *l);    /* returns when l->stopping is seen */
   void (*fini)(struct hb_loop *l);
+  /* On the loop thread: queue a request without the eventfd round trip. */
+  void (*push_local)(struct hb_loop *l, struct hb_req *req);
   unsigned ops_mask;                 /* 1u << enum hb_op it can carry */
 };
 

@@ -189,12 +189,20 @@ static void aio_run(struct hb_loop *l)
   }
 }
 
+static void aio_push_local(struct hb_loop *l, struct hb_req *req)
+{
+  struct aio_state *s = l->priv;
+  req->qn.next = NULL;
+  hb_qlist_splice(&s->pending, &req->qn);
+}
+
 const struct hb_loop_ops hb_loop_aio_ops = {
   .name = "aio",
   .probe = aio_probe,
   .init = aio_init,
   .run = aio_run,
   .fini = aio_fini,
+  .push_local = aio_push_local,
   .ops_mask = 1u << HB_OP_READ | 1u << HB_OP_WRITE,
 };
 

@@ -12,6 +12,7 @@
 #include <liburing.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "log.h"
 #include "loop.h"
@@ -80,6 +81,20 @@ static void prep(struct io_uring_sqe *sqe, struct hb_req *req)
   case HB_OP_FALLOCATE:
     io_uring_prep_fallocate(sqe, req->fd, req->mode, req->off, req->len);
     break;
+  case HB_OP_SEND:
+    io_uring_prep_send(sqe, req->fd, req->buf + req->done,
+                       req->len - req->done, MSG_NOSIGNAL);
+    break;
+  case HB_OP_RECV:
+    io_uring_prep_recv(sqe, req->fd, req->buf, req->len, 0);
+    break;
+  case HB_OP_TIMEOUT:
+    req->ts.tv_sec = (long long) (req->timeout_ns / 1000000000u);
+    req->ts.tv_nsec = (long long) (req->timeout_ns % 1000000000u);
+    io_uring_prep_timeout(sqe, &req->ts, 0, 0);
+    break;
+  case HB_OP_CALL:
+    break;              /* never reaches the ring */
   }
   io_uring_sqe_set_data(sqe, req);
 }
@@ -102,8 +117,15 @@ static void arm_kick(struct hb_loop *l, struct uring_state *s)
 static void fill_ring(struct hb_loop *l, struct uring_state *s)
 {
   while (s->pending.head && s->in_flight < l->depth) {
-    struct io_uring_sqe *sqe = io_uring_get_sqe(&s->ring);
+    struct io_uring_sqe *sqe;
 
+    if (hb_req_of(s->pending.head)->op == HB_OP_CALL) {
+      struct hb_req *req = hb_req_of(hb_qlist_pop(&s->pending));
+      req->res = 0;
+      req->complete(req);   /* may queue more: the loop picks it up */
+      continue;
+    }
+    sqe = io_uring_get_sqe(&s->ring);
     if (!sqe)
       break;
     prep(sqe, hb_req_of(hb_qlist_pop(&s->pending)));
@@ -147,14 +169,23 @@ static void uring_run(struct hb_loop *l)
   }
 }
 
+static void uring_push_local(struct hb_loop *l, struct hb_req *req)
+{
+  struct uring_state *s = l->priv;
+  req->qn.next = NULL;
+  hb_qlist_splice(&s->pending, &req->qn);
+}
+
 const struct hb_loop_ops hb_loop_uring_ops = {
   .name = "uring",
   .probe = uring_probe,
   .init = uring_init,
   .run = uring_run,
   .fini = uring_fini,
+  .push_local = uring_push_local,
   .ops_mask = 1u << HB_OP_READ | 1u << HB_OP_WRITE | 1u << HB_OP_FDATASYNC |
-              1u << HB_OP_FALLOCATE,
+              1u << HB_OP_FALLOCATE | 1u << HB_OP_SEND | 1u << HB_OP_RECV |
+              1u << HB_OP_TIMEOUT | 1u << HB_OP_CALL,
 };
 
 #endif

@@ -8,7 +8,9 @@
 #include "log.h"
 
 const char hb_params_help[] =
-  "disk=<FILENAME>      (required) Backing file or block device.\n"
+  "disk=<FILENAME>      Backing file or block device (standalone).\n"
+  "config=<FILE>        Resource configuration: replicate (instead of disk=).\n"
+  "node=<NAME>          This node's name in the configuration (default: hostname).\n"
   "io=sync|uring|aio    Local I/O backend (default: measured best).\n"
   "cache=none|writeback none: O_DIRECT (default); writeback: page cache.\n"
   "queue-depth=<N>      Depth of the loop thread's ring (default 128).";
@@ -82,6 +84,15 @@ int hb_params_set(struct hb_params *p, const char *key, const char *value,
     p->disk = strdup(value);
     return p->disk ? 0 : -ENOMEM;
   }
+  if (strcmp(key, "config") == 0 || strcmp(key, "node") == 0) {
+    char **slot = key[0] == 'c' ? &p->config : &p->node;
+    if (*slot)
+      return hb_fail(err, errlen, EINVAL, "%s= given twice", key);
+    if (!*value)
+      return hb_fail(err, errlen, EINVAL, "%s= is empty", key);
+    *slot = strdup(value);
+    return *slot ? 0 : -ENOMEM;
+  }
   if (strcmp(key, "io") == 0) {
     enum hb_io io;
     for (io = HB_IO_SYNC; io <= HB_IO_AIO; io++)
@@ -119,13 +130,20 @@ int hb_params_set(struct hb_params *p, const char *key, const char *value,
 
 int hb_params_check(const struct hb_params *p, char *err, size_t errlen)
 {
-  if (!p->disk)
-    return hb_fail(err, errlen, EINVAL, "missing parameter: disk=<FILENAME>");
+  if (p->disk && p->config)
+    return hb_fail(err, errlen, EINVAL,
+                   "disk= and config= conflict: the configuration names each node's disk");
+  if (p->node && !p->config)
+    return hb_fail(err, errlen, EINVAL, "node= needs config=");
+  if (!p->disk && !p->config)
+    return hb_fail(err, errlen, EINVAL, "missing parameter: disk=<FILENAME> or config=<FILE>");
   return 0;
 }
 
 void hb_params_free(struct hb_params *p)
 {
   free(p->disk);
-  p->disk = NULL;
+  free(p->config);
+  free(p->node);
+  p->disk = p->config = p->node = NULL;
 }

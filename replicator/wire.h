@@ -133,8 +133,9 @@ enum hb_wire_disk {
 #define HB_HELLO_F_DISCARD_MY_DATA (1u << 0)  /* we are the split-brain victim */
 #define HB_HELLO_F_CONSISTENT      (1u << 1)  /* our metadata says consistent */
 #define HB_HELLO_F_CRASHED_PRIMARY (1u << 2)  /* we crashed while Primary */
+#define HB_HELLO_F_OUT_OF_SYNC    (1u << 3)  /* we hold blocks the peer lacks */
 #define HB_HELLO_F_ALL (HB_HELLO_F_DISCARD_MY_DATA | HB_HELLO_F_CONSISTENT | \
-                        HB_HELLO_F_CRASHED_PRIMARY)
+                        HB_HELLO_F_CRASHED_PRIMARY | HB_HELLO_F_OUT_OF_SYNC)
 
 /* Digest algorithms for DIGEST. */
 enum hb_wire_digest_alg {

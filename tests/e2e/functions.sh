@@ -53,7 +53,7 @@ on_exit() { _cleanups+=("$1"); }
 _run_cleanups() {
     local rc=$? i name
     set +e
-    trap - EXIT
+    trap - EXIT ERR
     _in_cleanup=1
     for (( i = ${#_cleanups[@]} - 1; i >= 0; i-- )); do
         eval "${_cleanups[i]}"
@@ -73,6 +73,9 @@ _run_cleanups() {
     exit "$rc"
 }
 trap _run_cleanups EXIT
+# Say which command stopped the test under `set -e`, and where.
+set -o errtrace
+trap 'log "FAIL: status $? from: $BASH_COMMAND (${BASH_SOURCE[0]}:$LINENO)"' ERR
 trap 'exit 130' INT
 trap 'exit 143' TERM
 trap 'exit 129' HUP
@@ -134,7 +137,7 @@ assert_one_error_line() {
 
 # ---- the server ------------------------------------------------------------
 
-declare -A HB_PID=() HB_SOCK=() HB_URI=() HB_LOG=()
+declare -A HB_PID=() HB_SOCK=() HB_URI=() HB_PORT=() HB_LOG=()
 
 # NBDKIT: the command that runs nbdkit, under the sanitizer runtime when the
 # build uses ASan (its runtime must be loaded first; leaks in nbdkit itself
@@ -172,10 +175,12 @@ _hablock_ready() {   # NAME
 # ARGs starting with '-' are nbdkit options (attached form: -Dhablock.x=1),
 # the others plugin parameters. Listens on $T/NAME.sock (or with --tcp on
 # 127.0.0.1 and a free port); waits until it answers. Sets HB_URI[NAME],
-# HB_SOCK[NAME] (Unix only), HB_PID[NAME], HB_LOG[NAME] (its stdout+stderr).
+# HB_SOCK[NAME] (Unix) or HB_PORT[NAME] (TCP), HB_PID[NAME], HB_LOG[NAME]
+# (its stdout and stderr).
 start_hablock() {
-    local tcp=
+    local tcp='' ctl=''
     if [[ $1 == --tcp ]]; then tcp=1; shift; fi
+    if [[ $1 == --ctl ]]; then ctl=$2; shift 2; fi
     local name=$1; shift
     local -a opts=() params=() listen
     local a port
@@ -185,6 +190,8 @@ start_hablock() {
     if [[ -n $tcp ]]; then
         port=$(_free_port)
         listen=(-i 127.0.0.1 -p "$port")
+        # shellcheck disable=SC2034   # for the tests that use --tcp
+        HB_PORT[$name]=$port
         HB_URI[$name]="nbd://127.0.0.1:$port/"
     else
         HB_SOCK[$name]=$T/$name.sock
@@ -199,7 +206,74 @@ start_hablock() {
         "$HABLOCK_PLUGIN" "${params[@]}" >>"${HB_LOG[$name]}" 2>&1 </dev/null &
     HB_PID[$name]=$!
     on_exit "stop_hablock $name"
-    wait_for 30 "server $name to answer on ${HB_URI[$name]}" _hablock_ready "$name"
+    if [[ -n $ctl ]]; then   # a replicated node: a Secondary serves no client
+        HB_CTL[$name]=$ctl
+        wait_for 30 "node $name to answer on its control socket $ctl" _node_ready "$name"
+    else
+        wait_for 30 "server $name to answer on ${HB_URI[$name]}" _hablock_ready "$name"
+    fi
+}
+
+_node_ready() {   # NAME
+    local rc=0
+    if ! _alive "${HB_PID[$1]}"; then
+        wait "${HB_PID[$1]}" || rc=$?
+        unset "HB_PID[$1]"
+        fail "node $1 exited with status $rc during start: $(tail -n 5 "${HB_LOG[$1]}")"
+    fi
+    "$HACTL" --socket "${HB_CTL[$1]}" status >/dev/null 2>&1
+}
+
+# ---- two nodes --------------------------------------------------------------
+
+HACTL=$HABLOCK_BUILDDIR/ctl/hactl
+declare -A HB_CTL=()
+
+# hactl_on NAME ARGS...: hactl against node NAME's control socket.
+hactl_on() { local n=$1; shift; "$HACTL" --socket "${HB_CTL[$n]}" "$@"; }
+
+# node_field NAME FIELD: one field of `hactl status --json` (dots for nesting).
+node_field() {
+    hactl_on "$1" status --json | /usr/bin/python3 -c '
+import json, sys
+v = json.load(sys.stdin)
+for k in sys.argv[1].split("."):
+    v = v[k]
+print(str(v).lower() if isinstance(v, bool) else v)' "$2"
+}
+
+node_is() { [[ $(node_field "$1" "$2" 2>/dev/null) == "$3" ]]; }
+
+# make_pair SIZE [TLSMODE]: two nodes alpha and bravo on 127.0.0.1, each with
+# a SIZE-byte zero-filled disk $T/NODE.img, their control sockets in $T, and
+# one configuration file $T/r0.conf for both. TLSMODE: cert (default), psk,
+# off. Certificates come from tests/tls/mkcerts.sh into $T/tls.
+make_pair() {
+    local size=$1 mode=${2:-cert} pa pb
+    mkdir -p "$T/tls"
+    sh "$HABLOCK_SRCDIR/tests/tls/mkcerts.sh" "$T/tls" >/dev/null 2>&1 ||
+        skip "cannot make test certificates (openssl)"
+    truncate -s "$size" "$T/alpha.img" "$T/bravo.img"
+    pa=$(_free_port); pb=$(_free_port)
+    {
+        printf '[resource]\nname = r0\nprotocol = C\ncontrol = %s/%%n.ctl\n' "$T"
+        printf 'ping-interval = 500ms\nping-timeout = 2s\nconnect-timeout = 5s\n'
+        case $mode in
+            cert) printf '[tls]\nca = %s/tls/ca.crt\ncert = %s/tls/%%n.crt\nkey = %s/tls/%%n.key\n' "$T" "$T" "$T" ;;
+            psk)  printf '[tls]\npsk = %s/tls/psk.hex\n' "$T" ;;
+            off)  printf '[tls]\nmode = off\n' ;;
+        esac
+        printf '[node alpha]\ndisk = %s/alpha.img\naddress = 127.0.0.1:%s\n' "$T" "$pa"
+        printf '[node bravo]\ndisk = %s/bravo.img\naddress = 127.0.0.1:%s\n' "$T" "$pb"
+    } >"$T/r0.conf"
+}
+
+# start_pair [NBDKIT-ARGS...]: start both nodes of make_pair's configuration.
+start_pair() {
+    local n
+    for n in alpha bravo; do
+        start_hablock --ctl "$T/$n.ctl" "$n" config="$T/r0.conf" node="$n" "$@"
+    done
 }
 
 # stop_hablock NAME: TERM, then KILL after a deadline. Fails if the server
@@ -232,14 +306,20 @@ stop_hablock() {
 
 # hablock_backends: the io= backends this plugin was built with.
 hablock_backends() {
-    "${NBDKIT[@]}" "$HABLOCK_PLUGIN" --dump-plugin | sed -n 's/^hablock_io_backends=//p'
+    local dump list
+    dump=$("${NBDKIT[@]}" "$HABLOCK_PLUGIN" --dump-plugin 2>&1) ||
+        { fail "nbdkit $HABLOCK_PLUGIN --dump-plugin: $dump"; return 1; }
+    list=$(sed -n 's/^hablock_io_backends=//p' <<<"$dump")
+    [[ -n $list ]] || { fail "--dump-plugin has no hablock_io_backends= line"; return 1; }
+    echo "$list"
 }
 
 # for_each_backend CMD...: run "CMD... IO CACHE" for io in sync uring aio
 # and cache in none writeback. A backend not built in is reported, not run.
 for_each_backend() {
     local built io cache
-    built=" $(hablock_backends) "
+    built=$(hablock_backends)
+    built=" $built "
     for io in sync uring aio; do
         if [[ $built != *" $io "* ]]; then
             log "note: plugin built without io=$io: not tested"

@@ -5,8 +5,9 @@
 set -euo pipefail
 . "$(dirname "$0")/functions.sh"
 requires nbdkit nbdinfo nbdcopy cmp head truncate
-[[ " $(hablock_backends) " == *" uring "* ]] || skip "plugin built without io=uring"
-[[ " $(hablock_backends) " == *" aio "* ]] || skip "plugin built without io=aio"
+backends=$(hablock_backends)
+[[ " $backends " == *" uring "* ]] || skip "plugin built without io=uring"
+[[ " $backends " == *" aio "* ]] || skip "plugin built without io=aio"
 
 # What the server process holds: an io_uring file, a libaio ring mapping.
 has_uring() {

@@ -265,7 +265,7 @@ static void test_params(void **state)
   char err[HB_ERRLEN];
 
   assert_int_equal(hb_params_check(&p, err, sizeof err), -EINVAL);
-  assert_string_equal(err, "missing parameter: disk=<FILENAME>");
+  assert_string_equal(err, "missing parameter: disk=<FILENAME> or config=<FILE>");
   for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
     err[0] = 0;
     assert_int_equal(hb_params_set(&p, rows[i].key, rows[i].value, err, sizeof err), rows[i].ret);

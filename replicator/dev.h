@@ -1,0 +1,23 @@
+/* The device's write path in pieces, for the resource (resource.c), which
+ * puts the replication between the conflict check and the local I/O. The
+ * public hb_pwrite/hb_trim/hb_zero (hablock.h) are these pieces in a row. */
+#ifndef HB_DEV_H
+#define HB_DEV_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "hablock.h"
+#include "inflight.h"
+
+bool hb_dev_in_bounds(const struct hb_dev *d, uint64_t len, uint64_t off);
+/* The conflict check: wait for overlapping writes, then register [off, off+len). */
+void hb_dev_range_begin(struct hb_dev *d, struct hb_range *r, uint64_t off, uint64_t len);
+void hb_dev_range_end(struct hb_dev *d, struct hb_range *r);
+/* The local I/O, with the range registered. */
+int hb_dev_write_locked(struct hb_dev *d, const void *buf, uint32_t count,
+                        uint64_t off, unsigned flags);
+int hb_dev_trim_locked(struct hb_dev *d, uint32_t count, uint64_t off, unsigned flags);
+int hb_dev_zero_locked(struct hb_dev *d, uint32_t count, uint64_t off, unsigned flags);
+
+#endif

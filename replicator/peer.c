@@ -1,0 +1,1077 @@
+/* The peer link (peer.h). Everything named link_* runs on the loop thread;
+ * the connector thread only makes TCP connections and hands them over. */
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "peer.h"
+
+#define PLAIN_BUFSIZE (256u << 10)
+#define RX_CHUNK (256u << 10)
+
+enum link_state { L_DOWN, L_TLS, L_HELLO, L_UP, L_CLOSING };
+
+struct reply {                  /* an ACK/NACK on its way to the loop */
+  struct hb_req req;
+  struct hb_peer *peer;
+  uint64_t id;
+  int err;
+  struct hb_txitem tx;
+};
+
+struct hb_peer {
+  struct hb_peer_config cfg;
+  struct hb_peer_events ev;
+  void *opaque;
+  struct hb_loop *loop;
+  int listen_fd;
+
+  /* connector <-> loop */
+  pthread_t connector;
+  bool connector_started;
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+  bool stopping;
+  bool wanted;                  /* hactl connect/disconnect */
+  bool busy;                    /* a socket is with the loop */
+  struct hb_peer_info info;     /* under lock, for status */
+  int up_flag;                  /* atomic hint for workers */
+
+  /* the link: loop thread only */
+  enum link_state st;
+  int fd;
+  struct hb_tls *tls;
+  unsigned char *pout;          /* plaintext mode: out buffer */
+  size_t pout_len;
+  unsigned char *pin;           /* plaintext mode: in buffer */
+  size_t pin_off, pin_len;
+  bool eof;
+  struct hb_req rx_req, tx_req, timer_req, attach_req, want_req;
+  bool rx_busy, tx_busy, timer_busy;
+  size_t tx_inflight;           /* bytes of the channel's out run in the send */
+  struct hb_txitem *txq, **txq_tail;
+  struct hb_txitem ctl_tx;      /* HELLO / PING / PONG / STATE: one at a time each */
+  struct hb_txitem ping_tx, pong_tx, state_tx;
+  bool ping_queued, pong_queued, state_queued;
+  struct hb_state_msg state_next;
+  bool state_pending;
+  struct hb_peer_io *pending, **pending_tail;
+  uint64_t next_id;
+  unsigned char *rx;            /* plaintext frames */
+  size_t rx_len, rx_cap;
+  uint64_t last_rx_ns, last_tx_ns, attach_ns;
+  char why[256];
+};
+
+static uint64_t now_ns(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t) ts.tv_sec * 1000000000u + (uint64_t) ts.tv_nsec;
+}
+
+/* ---- the channel: TLS or plaintext behind one interface ---- */
+
+static ssize_t ch_write(struct hb_peer *p, const void *buf, size_t len)
+{
+  size_t n;
+
+  if (p->tls)
+    return hb_tls_write(p->tls, buf, len);
+  n = PLAIN_BUFSIZE - p->pout_len;
+  if (n == 0)
+    return -EAGAIN;
+  if (n > len)
+    n = len;
+  memcpy(p->pout + p->pout_len, buf, n);
+  p->pout_len += n;
+  return (ssize_t) n;
+}
+
+static size_t ch_pending_out(struct hb_peer *p, const void **buf)
+{
+  if (p->tls)
+    return hb_tls_pending_out(p->tls, buf);
+  *buf = p->pout;
+  return p->pout_len;
+}
+
+static void ch_consume_out(struct hb_peer *p, size_t n)
+{
+  if (p->tls) {
+    hb_tls_consume_out(p->tls, n);
+    return;
+  }
+  memmove(p->pout, p->pout + n, p->pout_len - n);
+  p->pout_len -= n;
+}
+
+static size_t ch_in_space(struct hb_peer *p, void **buf)
+{
+  if (p->tls)
+    return hb_tls_in_space(p->tls, buf);
+  if (p->pin_off == p->pin_len)
+    p->pin_off = p->pin_len = 0;
+  *buf = p->pin + p->pin_len;
+  return PLAIN_BUFSIZE - p->pin_len;
+}
+
+static void ch_in_commit(struct hb_peer *p, size_t n)
+{
+  if (p->tls)
+    hb_tls_in_commit(p->tls, n);
+  else
+    p->pin_len += n;
+}
+
+static ssize_t ch_read(struct hb_peer *p, void *buf, size_t len)
+{
+  size_t n;
+
+  if (p->tls)
+    return hb_tls_read(p->tls, buf, len);
+  n = p->pin_len - p->pin_off;
+  if (n == 0)
+    return p->eof ? 0 : -EAGAIN;
+  if (n > len)
+    n = len;
+  memcpy(buf, p->pin + p->pin_off, n);
+  p->pin_off += n;
+  return (ssize_t) n;
+}
+
+/* ---- the link ---- */
+
+static void link_fail(struct hb_peer *p, const char *fmt, ...)
+  __attribute__((format(printf, 2, 3)));
+static void link_flush(struct hb_peer *p);
+static void link_post_recv(struct hb_peer *p);
+static void on_send(struct hb_req *req);
+
+static void set_info_error(struct hb_peer *p, const char *why)
+{
+  pthread_mutex_lock(&p->lock);
+  snprintf(p->info.last_error, sizeof p->info.last_error, "%s", why);
+  pthread_mutex_unlock(&p->lock);
+}
+
+static void txq_push(struct hb_peer *p, struct hb_txitem *it)
+{
+  it->next = NULL;
+  it->done = 0;
+  *p->txq_tail = it;
+  p->txq_tail = &it->next;
+}
+
+static void build(struct hb_txitem *it, const struct hb_frame *f,
+                  const void *small, uint32_t small_len, const void *ext,
+                  void (*written)(struct hb_txitem *))
+{
+  int r = hb_wire_encode_header(f, it->head, sizeof it->head);
+  if (r != (int) HB_WIRE_HDR_SIZE)
+    abort();    /* our own frame breaking the rules is a bug */
+  if (small_len)
+    memcpy(it->head + HB_WIRE_HDR_SIZE, small, small_len);
+  it->head_len = HB_WIRE_HDR_SIZE + small_len;
+  it->ext = ext;
+  it->ext_len = ext ? f->payload_len : 0;
+  it->written = written;
+}
+
+static void ctl_written(struct hb_txitem *it)
+{
+  (void) it;
+}
+
+static void ping_written(struct hb_txitem *it)
+{
+  struct hb_peer *p = (struct hb_peer *) ((char *) it - offsetof(struct hb_peer, ping_tx));
+  p->ping_queued = false;
+}
+
+static void pong_written(struct hb_txitem *it)
+{
+  struct hb_peer *p = (struct hb_peer *) ((char *) it - offsetof(struct hb_peer, pong_tx));
+  p->pong_queued = false;
+}
+
+static void state_written(struct hb_txitem *it);
+
+static void queue_state(struct hb_peer *p)
+{
+  unsigned char buf[HB_WIRE_STATE_SIZE];
+  struct hb_frame f = { .type = HB_WIRE_STATE, .payload_len = HB_WIRE_STATE_SIZE };
+
+  if (p->state_queued || !p->state_pending || p->st != L_UP)
+    return;
+  hb_wire_encode_state(&p->state_next, buf, sizeof buf);
+  build(&p->state_tx, &f, buf, sizeof buf, NULL, state_written);
+  p->state_pending = false;
+  p->state_queued = true;
+  txq_push(p, &p->state_tx);
+}
+
+static void state_written(struct hb_txitem *it)
+{
+  struct hb_peer *p = (struct hb_peer *) ((char *) it - offsetof(struct hb_peer, state_tx));
+  p->state_queued = false;
+  queue_state(p);               /* a newer state came meanwhile */
+}
+
+/* Move queued frames into the channel, then start a send of its output. */
+static void link_flush(struct hb_peer *p)
+{
+  const void *out;
+  size_t n;
+
+  if (p->st == L_DOWN)
+    return;
+  while (p->txq && (p->st == L_HELLO || p->st == L_UP)) {
+    struct hb_txitem *it = p->txq;
+    uint64_t total = (uint64_t) it->head_len + it->ext_len;
+    const unsigned char *src = it->done < it->head_len
+                                 ? it->head + it->done
+                                 : it->ext + (it->done - it->head_len);
+    size_t len = it->done < it->head_len ? it->head_len - it->done
+                                         : (size_t) (total - it->done);
+    ssize_t w = ch_write(p, src, len);
+    if (w == -EAGAIN)
+      break;
+    if (w < 0) {
+      link_fail(p, "TLS: %s", hb_tls_error(p->tls));
+      return;
+    }
+    it->done += (uint64_t) w;
+    if (it->done == total) {
+      p->txq = it->next;
+      if (!p->txq)
+        p->txq_tail = &p->txq;
+      it->written(it);
+    }
+  }
+  if (p->tx_busy)
+    return;
+  n = ch_pending_out(p, &out);
+  if (n == 0)
+    return;
+  p->tx_busy = true;
+  p->tx_inflight = n;
+  p->tx_req = (struct hb_req) { .op = HB_OP_SEND, .fd = p->fd, .buf = (char *) out,
+                                .len = n, .complete = on_send, .opaque = p };
+  p->last_tx_ns = now_ns();
+  hb_loop_submit_local(p->loop, &p->tx_req);
+}
+
+static void fail_pending(struct hb_peer *p)
+{
+  struct hb_peer_io *io = p->pending;
+
+  p->pending = NULL;
+  p->pending_tail = &p->pending;
+  while (io) {
+    struct hb_peer_io *next = io->next;
+    io->result = -ENOTCONN;
+    sem_post(&io->done);
+    io = next;
+  }
+}
+
+/* Drop everything; once the ring holds no request on the socket, close it
+ * and tell the connector. */
+static void link_finish(struct hb_peer *p)
+{
+  if (p->rx_busy || p->tx_busy)
+    return;                     /* their completions call us again */
+  close(p->fd);
+  p->fd = -1;
+  hb_tls_free(p->tls);
+  p->tls = NULL;
+  p->st = L_DOWN;
+  p->rx_len = 0;
+  p->pout_len = p->pin_len = p->pin_off = 0;
+  p->eof = false;
+  pthread_mutex_lock(&p->lock);
+  p->busy = false;
+  pthread_cond_broadcast(&p->cond);
+  pthread_mutex_unlock(&p->lock);
+}
+
+static void link_fail(struct hb_peer *p, const char *fmt, ...)
+{
+  bool was_up = p->st == L_UP;
+  va_list ap;
+
+  if (p->st == L_CLOSING || p->st == L_DOWN)
+    return;
+  va_start(ap, fmt);
+  vsnprintf(p->why, sizeof p->why, fmt, ap);
+  va_end(ap);
+  hb_error("peer %s: %s", p->cfg.peer_name, p->why);
+  set_info_error(p, p->why);
+  __atomic_store_n(&p->up_flag, 0, __ATOMIC_RELEASE);
+  pthread_mutex_lock(&p->lock);
+  p->info.up = false;
+  pthread_mutex_unlock(&p->lock);
+  p->st = L_CLOSING;
+  /* Frames not yet in the channel are dropped; their owners hear below. */
+  for (struct hb_txitem *it = p->txq, *next; it; it = next) {
+    next = it->next;
+    if (it == &p->ping_tx) p->ping_queued = false;
+    if (it == &p->pong_tx) p->pong_queued = false;
+    if (it == &p->state_tx) p->state_queued = false;
+    if (it->written != ctl_written && it->written != ping_written &&
+        it->written != pong_written && it->written != state_written)
+      it->written(it);          /* frees replies; worker frames are below */
+  }
+  p->txq = NULL;
+  p->txq_tail = &p->txq;
+  fail_pending(p);
+  if (was_up && p->ev.down)
+    p->ev.down(p->opaque, p->why);
+  shutdown(p->fd, SHUT_RDWR);   /* completes the ring's recv and send */
+  link_finish(p);
+}
+
+static void send_hello(struct hb_peer *p)
+{
+  struct hb_hello h;
+  unsigned char buf[HB_WIRE_HELLO_SIZE];
+  struct hb_frame f = { .type = HB_WIRE_HELLO, .payload_len = HB_WIRE_HELLO_SIZE };
+
+  memset(&h, 0, sizeof h);
+  p->ev.make_hello(p->opaque, &h);
+  if (hb_wire_encode_hello(&h, buf, sizeof buf) != (int) HB_WIRE_HELLO_SIZE) {
+    link_fail(p, "cannot encode our HELLO");
+    return;
+  }
+  build(&p->ctl_tx, &f, buf, sizeof buf, NULL, ctl_written);
+  txq_push(p, &p->ctl_tx);
+}
+
+static void link_up(struct hb_peer *p, const struct hb_hello *remote)
+{
+  p->st = L_UP;
+  pthread_mutex_lock(&p->lock);
+  p->info.up = true;
+  p->info.tls = p->tls != NULL;
+  snprintf(p->info.tls_version, sizeof p->info.tls_version, "%s",
+           p->tls ? hb_tls_version(p->tls) : "");
+  snprintf(p->info.tls_cipher, sizeof p->info.tls_cipher, "%s",
+           p->tls ? hb_tls_cipher(p->tls) : "");
+  snprintf(p->info.tls_peer, sizeof p->info.tls_peer, "%s",
+           p->tls ? hb_tls_peer(p->tls) : remote->node_name);
+  p->info.last_error[0] = 0;
+  pthread_mutex_unlock(&p->lock);
+  __atomic_store_n(&p->up_flag, 1, __ATOMIC_RELEASE);
+  hb_info("peer %s: connected (%s%s%s)", p->cfg.peer_name,
+          p->tls ? hb_tls_version(p->tls) : "tls off, insecure",
+          p->tls ? " " : "", p->tls ? hb_tls_cipher(p->tls) : "");
+  if (p->ev.up)
+    p->ev.up(p->opaque, remote);
+  queue_state(p);
+}
+
+static void handle_ack(struct hb_peer *p, const struct hb_frame *f, const unsigned char *payload)
+{
+  struct hb_peer_io **pp = &p->pending, *io;
+  int err = 0;
+  char msg[128];
+
+  while (*pp && (*pp)->frame.id != f->id)
+    pp = &(*pp)->next;
+  if (!(io = *pp)) {
+    link_fail(p, "%s for unknown request id %llu", hb_wire_type_name(f->type),
+              (unsigned long long) f->id);
+    return;
+  }
+  if (f->type == HB_WIRE_NACK &&
+      hb_wire_decode_nack(payload, f->payload_len, &err, msg, sizeof msg) < 0) {
+    link_fail(p, "bad NACK: %s", msg);
+    return;
+  }
+  *pp = io->next;
+  if (!*pp)
+    p->pending_tail = pp;
+  io->result = -err;
+  sem_post(&io->done);
+}
+
+static void handle_frame(struct hb_peer *p, const struct hb_frame *f, const unsigned char *payload)
+{
+  char msg[256];
+
+  if (p->st == L_HELLO) {
+    struct hb_hello remote, local;
+    if (f->type != HB_WIRE_HELLO) {
+      link_fail(p, "%s frame before the handshake", hb_wire_type_name(f->type));
+      return;
+    }
+    if (hb_wire_decode_hello(payload, f->payload_len, &remote, msg, sizeof msg) < 0) {
+      link_fail(p, "bad HELLO: %s", msg);
+      return;
+    }
+    memset(&local, 0, sizeof local);
+    p->ev.make_hello(p->opaque, &local);
+    if (hb_wire_check_hello(&local, &remote, msg, sizeof msg) < 0 ||
+        strcmp(remote.node_name, p->cfg.peer_name) != 0) {
+      if (!msg[0] || strcmp(remote.node_name, p->cfg.peer_name) != 0)
+        snprintf(msg, sizeof msg, "peer says it is node '%s', expected '%s'",
+                 remote.node_name, p->cfg.peer_name);
+      link_fail(p, "handshake refused: %s", msg);
+      return;
+    }
+    msg[0] = 0;
+    if (p->ev.hello(p->opaque, &remote, msg, sizeof msg) != 0) {
+      link_fail(p, "connection refused: %s", msg);
+      return;
+    }
+    link_up(p, &remote);
+    return;
+  }
+
+  if (hb_wire_check_range(f, p->cfg.size, msg, sizeof msg) < 0) {
+    link_fail(p, "%s", msg);
+    return;
+  }
+  switch (f->type) {
+  case HB_WIRE_ACK:
+  case HB_WIRE_NACK:
+    handle_ack(p, f, payload);
+    return;
+  case HB_WIRE_WRITE:
+  case HB_WIRE_TRIM:
+  case HB_WIRE_ZERO:
+  case HB_WIRE_FLUSH: {
+    void *copy = NULL;
+    if (f->payload_len) {
+      if (posix_memalign(&copy, 4096, f->payload_len)) {
+        link_fail(p, "out of memory for a %u-byte write", f->payload_len);
+        return;
+      }
+      memcpy(copy, payload, f->payload_len);
+    }
+    p->ev.apply(p->opaque, f, copy);
+    return;
+  }
+  case HB_WIRE_PING:
+    if (!p->pong_queued) {
+      struct hb_frame pong = { .type = HB_WIRE_PONG, .id = f->id };
+      build(&p->pong_tx, &pong, NULL, 0, NULL, pong_written);
+      p->pong_queued = true;
+      txq_push(p, &p->pong_tx);
+    }
+    return;
+  case HB_WIRE_PONG:
+    return;
+  case HB_WIRE_STATE: {
+    struct hb_state_msg s;
+    if (hb_wire_decode_state(payload, f->payload_len, &s, msg, sizeof msg) < 0) {
+      link_fail(p, "bad STATE: %s", msg);
+      return;
+    }
+    if (p->ev.state)
+      p->ev.state(p->opaque, &s);
+    return;
+  }
+  default:
+    link_fail(p, "unexpected %s frame", hb_wire_type_name(f->type));
+  }
+}
+
+/* Take plaintext out of the channel and act on every whole frame. */
+static void link_process(struct hb_peer *p)
+{
+  char msg[256];
+
+  if (p->st == L_TLS) {
+    int r = hb_tls_handshake(p->tls);
+    if (r == -EAGAIN) {
+      link_flush(p);
+      return;
+    }
+    if (r < 0) {
+      link_flush(p);            /* the alert tells the peer why */
+      link_fail(p, "TLS handshake: %s", hb_tls_error(p->tls));
+      return;
+    }
+    p->st = L_HELLO;
+    send_hello(p);
+  }
+  for (;;) {
+    ssize_t n;
+    if (p->rx_cap - p->rx_len < RX_CHUNK) {
+      size_t cap = p->rx_cap * 2;
+      unsigned char *nb = realloc(p->rx, cap);
+      if (!nb) {
+        link_fail(p, "out of memory");
+        return;
+      }
+      p->rx = nb;
+      p->rx_cap = cap;
+    }
+    n = ch_read(p, p->rx + p->rx_len, p->rx_cap - p->rx_len);
+    if (n == -EAGAIN)
+      break;
+    if (n == 0) {
+      link_fail(p, "peer closed the connection");
+      return;
+    }
+    if (n < 0) {
+      link_fail(p, "TLS: %s", hb_tls_error(p->tls));
+      return;
+    }
+    p->rx_len += (size_t) n;
+
+    size_t off = 0;
+    while (p->rx_len - off >= HB_WIRE_HDR_SIZE) {
+      struct hb_frame f;
+      int r = hb_wire_decode_header(p->rx + off, p->rx_len - off, &f, msg, sizeof msg);
+      if (r < 0) {
+        link_fail(p, "bad frame from peer: %s", msg);
+        return;
+      }
+      if (p->rx_len - off < HB_WIRE_HDR_SIZE + (size_t) f.payload_len)
+        break;
+      handle_frame(p, &f, p->rx + off + HB_WIRE_HDR_SIZE);
+      if (p->st == L_CLOSING || p->st == L_DOWN)
+        return;
+      off += HB_WIRE_HDR_SIZE + f.payload_len;
+    }
+    memmove(p->rx, p->rx + off, p->rx_len - off);
+    p->rx_len -= off;
+  }
+  link_flush(p);
+}
+
+static void on_recv(struct hb_req *req)
+{
+  struct hb_peer *p = req->opaque;
+
+  p->rx_busy = false;
+  if (p->st == L_CLOSING) {
+    link_finish(p);
+    return;
+  }
+  if (req->res < 0) {
+    link_fail(p, "recv: %s", strerror(-req->res));
+    return;
+  }
+  if (req->res == 0) {
+    if (p->tls)
+      hb_tls_feed_eof(p->tls);
+    p->eof = true;
+  } else {
+    ch_in_commit(p, (size_t) req->res);
+    p->last_rx_ns = now_ns();
+  }
+  link_process(p);
+  if (p->st != L_CLOSING && p->st != L_DOWN) {
+    if (p->eof)
+      link_fail(p, "peer closed the connection");
+    else
+      link_post_recv(p);
+  }
+}
+
+static void link_post_recv(struct hb_peer *p)
+{
+  void *buf;
+  size_t n;
+
+  if (p->rx_busy)
+    return;
+  n = ch_in_space(p, &buf);
+  if (n == 0) {
+    link_fail(p, "receive buffer full");
+    return;
+  }
+  p->rx_busy = true;
+  p->rx_req = (struct hb_req) { .op = HB_OP_RECV, .fd = p->fd, .buf = buf, .len = n,
+                                .complete = on_recv, .opaque = p };
+  hb_loop_submit_local(p->loop, &p->rx_req);
+}
+
+static void on_send(struct hb_req *req)
+{
+  struct hb_peer *p = req->opaque;
+
+  p->tx_busy = false;
+  if (p->st == L_CLOSING) {
+    link_finish(p);
+    return;
+  }
+  if (req->res < 0) {
+    link_fail(p, "send: %s", strerror(-req->res));
+    return;
+  }
+  ch_consume_out(p, p->tx_inflight);
+  link_flush(p);
+}
+
+static void on_timer(struct hb_req *req)
+{
+  struct hb_peer *p = req->opaque;
+  uint64_t now = now_ns();
+
+  p->timer_busy = false;
+  if (p->st == L_UP) {
+    if (now - p->last_rx_ns > (uint64_t) p->cfg.ping_timeout_ms * 1000000u) {
+      link_fail(p, "no answer for %u ms (ping timeout)", p->cfg.ping_timeout_ms);
+    } else if (now - p->last_rx_ns >= (uint64_t) p->cfg.ping_interval_ms * 1000000u &&
+               !p->ping_queued) {
+      struct hb_frame ping = { .type = HB_WIRE_PING };
+      build(&p->ping_tx, &ping, NULL, 0, NULL, ping_written);
+      p->ping_queued = true;
+      txq_push(p, &p->ping_tx);
+      link_flush(p);
+    }
+  } else if ((p->st == L_TLS || p->st == L_HELLO) &&
+             now - p->attach_ns > (uint64_t) p->cfg.connect_timeout_ms * 1000000u) {
+    link_fail(p, "handshake did not complete within %u ms", p->cfg.connect_timeout_ms);
+  }
+  pthread_mutex_lock(&p->lock);
+  bool stopping = p->stopping;
+  pthread_mutex_unlock(&p->lock);
+  if (!p->timer_busy && !stopping) {
+    p->timer_busy = true;
+    p->timer_req = (struct hb_req) { .op = HB_OP_TIMEOUT, .complete = on_timer, .opaque = p,
+      .timeout_ns = (uint64_t) (p->cfg.ping_interval_ms < 200 ? p->cfg.ping_interval_ms : 200) * 1000000u };
+    hb_loop_submit_local(p->loop, &p->timer_req);
+  }
+}
+
+/* A socket from the connector (req->fd; req->mode: 1 when we connected). */
+static void on_attach(struct hb_req *req)
+{
+  struct hb_peer *p = req->opaque;
+  char err[256];
+
+  p->fd = req->fd;
+  p->attach_ns = p->last_rx_ns = now_ns();
+  if (!p->timer_busy) {
+    p->timer_req.opaque = p;
+    on_timer(&p->timer_req);
+  }
+  if (p->cfg.tls) {
+    if (hb_tls_new(p->cfg.tls, req->mode ? HB_TLS_CLIENT : HB_TLS_SERVER, &p->tls,
+                   err, sizeof err) < 0) {
+      p->st = L_HELLO;          /* so that link_fail cleans up */
+      link_fail(p, "%s", err);
+      return;
+    }
+    p->st = L_TLS;
+    link_process(p);            /* the client speaks first */
+  } else {
+    p->st = L_HELLO;
+    send_hello(p);
+  }
+  if (p->st != L_CLOSING && p->st != L_DOWN) {
+    link_flush(p);
+    link_post_recv(p);
+  }
+}
+
+/* A worker's request reaches the loop. */
+static void on_io(struct hb_req *req)
+{
+  struct hb_peer_io *io = (struct hb_peer_io *) req;
+  struct hb_peer *p = io->peer;
+
+  if (p->st != L_UP) {
+    io->result = -ENOTCONN;
+    sem_post(&io->done);
+    return;
+  }
+  io->frame.id = ++p->next_id;
+  build(&io->tx, &io->frame, NULL, 0, io->frame.payload_len ? io->payload : NULL, ctl_written);
+  io->next = NULL;
+  *p->pending_tail = io;
+  p->pending_tail = &io->next;
+  txq_push(p, &io->tx);
+  link_flush(p);
+}
+
+static void reply_written(struct hb_txitem *it)
+{
+  free((char *) it - offsetof(struct reply, tx));
+}
+
+static void on_reply(struct hb_req *req)
+{
+  struct reply *r = (struct reply *) req;
+  struct hb_peer *p = r->peer;
+  unsigned char nack[HB_WIRE_NACK_SIZE];
+
+  if (p->st != L_UP) {
+    free(r);
+    return;
+  }
+  if (r->err) {
+    struct hb_frame f = { .type = HB_WIRE_NACK, .id = r->id, .payload_len = HB_WIRE_NACK_SIZE };
+    hb_wire_encode_nack(-r->err, nack, sizeof nack);
+    build(&r->tx, &f, nack, sizeof nack, NULL, reply_written);
+  } else {
+    struct hb_frame f = { .type = HB_WIRE_ACK, .id = r->id };
+    build(&r->tx, &f, NULL, 0, NULL, reply_written);
+  }
+  txq_push(p, &r->tx);
+  link_flush(p);
+}
+
+static void on_want(struct hb_req *req)
+{
+  struct hb_peer *p = req->opaque;
+
+  if (req->mode == 0 && (p->st == L_TLS || p->st == L_HELLO || p->st == L_UP))
+    link_fail(p, "disconnected by the operator");
+  free(req);
+}
+
+static void on_stop(struct hb_req *req)
+{
+  struct hb_peer *p = req->opaque;
+
+  if (p->st == L_TLS || p->st == L_HELLO || p->st == L_UP)
+    link_fail(p, "shutting down");
+  sem_post(req->opaque2);
+}
+
+/* ---- worker side ---- */
+
+bool hb_peer_up(const struct hb_peer *p)
+{
+  return p && __atomic_load_n(&p->up_flag, __ATOMIC_ACQUIRE);
+}
+
+int hb_peer_send_io(struct hb_peer *p, struct hb_peer_io *io)
+{
+  if (!hb_peer_up(p))
+    return -ENOTCONN;
+  io->peer = p;
+  io->result = 0;
+  io->frame.payload_len = io->frame.type == HB_WIRE_WRITE ? io->frame.count : 0;
+  sem_init(&io->done, 0, 0);
+  io->req = (struct hb_req) { .op = HB_OP_CALL, .complete = on_io };
+  return hb_loop_submit(p->loop, &io->req);
+}
+
+int hb_peer_io_wait(struct hb_peer_io *io)
+{
+  while (sem_wait(&io->done) < 0 && errno == EINTR)
+    ;
+  sem_destroy(&io->done);
+  return io->result;
+}
+
+void hb_peer_reply(struct hb_peer *p, uint64_t id, int err)
+{
+  struct reply *r = calloc(1, sizeof *r);
+
+  if (!r) {
+    hb_error("peer: out of memory for a reply");
+    return;
+  }
+  r->peer = p;
+  r->id = id;
+  r->err = err;
+  r->req = (struct hb_req) { .op = HB_OP_CALL, .complete = on_reply };
+  hb_loop_submit(p->loop, &r->req);
+}
+
+static void on_state(struct hb_req *req)
+{
+  struct hb_peer *p = req->opaque;
+  queue_state(p);
+  link_flush(p);
+  free(req);
+}
+
+void hb_peer_send_state(struct hb_peer *p, const struct hb_state_msg *s)
+{
+  struct hb_req *req = calloc(1, sizeof *req);
+
+  if (!req)
+    return;
+  /* state_next is read on the loop; a newer state simply wins. */
+  pthread_mutex_lock(&p->lock);
+  p->state_next = *s;
+  p->state_pending = true;
+  pthread_mutex_unlock(&p->lock);
+  *req = (struct hb_req) { .op = HB_OP_CALL, .complete = on_state, .opaque = p };
+  hb_loop_submit(p->loop, req);
+}
+
+void hb_peer_set_wanted(struct hb_peer *p, bool wanted)
+{
+  struct hb_req *req = calloc(1, sizeof *req);
+
+  pthread_mutex_lock(&p->lock);
+  p->wanted = wanted;
+  pthread_cond_broadcast(&p->cond);
+  pthread_mutex_unlock(&p->lock);
+  if (!req)
+    return;
+  *req = (struct hb_req) { .op = HB_OP_CALL, .complete = on_want, .opaque = p,
+                           .mode = wanted };
+  hb_loop_submit(p->loop, req);
+}
+
+void hb_peer_info(struct hb_peer *p, struct hb_peer_info *out)
+{
+  pthread_mutex_lock(&p->lock);
+  *out = p->info;
+  pthread_mutex_unlock(&p->lock);
+}
+
+/* ---- the connector thread ---- */
+
+static int resolve(const char *host, const char *port, bool passive,
+                   struct addrinfo **res, char *err, size_t errlen)
+{
+  struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                            .ai_flags = passive ? AI_PASSIVE : 0 };
+  int r = getaddrinfo(host, port, &hints, res);
+
+  if (r)
+    return hb_fail(err, errlen, EINVAL, "%s:%s: %s", host, port, gai_strerror(r));
+  return 0;
+}
+
+static void tune(int fd)
+{
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+}
+
+/* Wait until the loop is done with the socket we gave it, or we stop. */
+static bool wait_idle_and_wanted(struct hb_peer *p)
+{
+  pthread_mutex_lock(&p->lock);
+  while (!p->stopping && (p->busy || !p->wanted))
+    pthread_cond_wait(&p->cond, &p->lock);
+  bool go = !p->stopping;
+  pthread_mutex_unlock(&p->lock);
+  return go;
+}
+
+static void hand_over(struct hb_peer *p, int fd, bool we_connected)
+{
+  tune(fd);
+  pthread_mutex_lock(&p->lock);
+  p->busy = true;
+  pthread_mutex_unlock(&p->lock);
+  p->attach_req = (struct hb_req) { .op = HB_OP_CALL, .complete = on_attach, .opaque = p,
+                                    .fd = fd, .mode = we_connected };
+  hb_loop_submit(p->loop, &p->attach_req);
+}
+
+/* Sleep up to ms, waking early when stopping. */
+static void nap(struct hb_peer *p, unsigned ms)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  ts.tv_sec += ms / 1000;
+  ts.tv_nsec += (long) (ms % 1000) * 1000000;
+  if (ts.tv_nsec >= 1000000000) {
+    ts.tv_sec++;
+    ts.tv_nsec -= 1000000000;
+  }
+  pthread_mutex_lock(&p->lock);
+  if (!p->stopping)
+    pthread_cond_timedwait(&p->cond, &p->lock, &ts);
+  pthread_mutex_unlock(&p->lock);
+}
+
+static void *connector_main(void *arg)
+{
+  struct hb_peer *p = arg;
+  unsigned backoff = 100;
+  unsigned seed = (unsigned) now_ns();
+
+  while (wait_idle_and_wanted(p)) {
+    if (p->listen_fd >= 0) {
+      struct pollfd pfd = { .fd = p->listen_fd, .events = POLLIN };
+      if (poll(&pfd, 1, 200) <= 0)
+        continue;
+      int fd = accept4(p->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+      if (fd >= 0)
+        hand_over(p, fd, false);
+      continue;
+    }
+    struct addrinfo *res;
+    char err[256];
+    int fd = -1;
+    if (resolve(p->cfg.peer_host, p->cfg.peer_port, false, &res, err, sizeof err) == 0) {
+      for (struct addrinfo *ai = res; ai && fd < 0; ai = ai->ai_next) {
+        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+        if (fd >= 0 && connect(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
+          snprintf(err, sizeof err, "connect to %s:%s: %s", p->cfg.peer_host,
+                   p->cfg.peer_port, strerror(errno));
+          close(fd);
+          fd = -1;
+        }
+      }
+      freeaddrinfo(res);
+    }
+    if (fd >= 0) {
+      backoff = 100;
+      hand_over(p, fd, true);
+      continue;
+    }
+    set_info_error(p, err);
+    /* exponential backoff with +-25% jitter, at most 5 s */
+    unsigned jitter = backoff / 2 ? (unsigned) rand_r(&seed) % (backoff / 2) : 0;
+    nap(p, backoff - backoff / 4 + jitter);
+    backoff = backoff * 2 > 5000 ? 5000 : backoff * 2;
+  }
+  return NULL;
+}
+
+/* ---- setup ---- */
+
+int hb_peer_new(const struct hb_peer_config *cfg, const struct hb_peer_events *ev,
+                void *opaque, struct hb_peer **out, char *err, size_t errlen)
+{
+  struct hb_peer *p = calloc(1, sizeof *p);
+  int r;
+
+  if (!p)
+    return hb_fail(err, errlen, ENOMEM, "out of memory");
+  p->cfg = *cfg;
+  /* Our own copies: the caller's strings may live on its stack. */
+  p->cfg.self_name = strdup(cfg->self_name);
+  p->cfg.peer_name = strdup(cfg->peer_name);
+  p->cfg.listen_host = strdup(cfg->listen_host);
+  p->cfg.listen_port = strdup(cfg->listen_port);
+  p->cfg.peer_host = strdup(cfg->peer_host);
+  p->cfg.peer_port = strdup(cfg->peer_port);
+  p->ev = *ev;
+  p->opaque = opaque;
+  p->listen_fd = -1;
+  p->fd = -1;
+  p->wanted = true;
+  p->txq_tail = &p->txq;
+  p->pending_tail = &p->pending;
+  pthread_mutex_init(&p->lock, NULL);
+  pthread_cond_init(&p->cond, NULL);
+  p->rx_cap = 2 * RX_CHUNK;
+  p->rx = malloc(p->rx_cap);
+  if (!cfg->tls) {
+    p->pout = malloc(PLAIN_BUFSIZE);
+    p->pin = malloc(PLAIN_BUFSIZE);
+  }
+  if (!p->rx || (!cfg->tls && (!p->pout || !p->pin)) || !p->cfg.self_name ||
+      !p->cfg.peer_name || !p->cfg.listen_host || !p->cfg.listen_port ||
+      !p->cfg.peer_host || !p->cfg.peer_port) {
+    hb_peer_free(p);
+    return hb_fail(err, errlen, ENOMEM, "out of memory");
+  }
+
+  /* The node whose name sorts first listens; the other connects. */
+  if (strcmp(cfg->self_name, cfg->peer_name) < 0) {
+    struct addrinfo *res;
+    int one = 1;
+    r = resolve(cfg->listen_host, cfg->listen_port, true, &res, err, errlen);
+    if (r < 0) {
+      hb_peer_free(p);
+      return r;
+    }
+    r = -EADDRNOTAVAIL;
+    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+      int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+      if (fd < 0)
+        continue;
+      setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+      if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 4) == 0) {
+        p->listen_fd = fd;
+        r = 0;
+        break;
+      }
+      r = -errno;
+      close(fd);
+    }
+    freeaddrinfo(res);
+    if (r < 0) {
+      hb_peer_free(p);
+      return hb_fail(err, errlen, -r, "cannot listen on %s:%s: %s", cfg->listen_host,
+                     cfg->listen_port, strerror(-r));
+    }
+  }
+  *out = p;
+  return 0;
+}
+
+int hb_peer_start(struct hb_peer *p, struct hb_loop *loop, char *err, size_t errlen)
+{
+  int r;
+
+  if (!hb_loop_can(loop, HB_OP_SEND))
+    return hb_fail(err, errlen, ENOTSUP,
+                   "the peer link needs io_uring, which is not available here");
+  p->loop = loop;
+  r = pthread_create(&p->connector, NULL, connector_main, p);
+  if (r)
+    return hb_fail(err, errlen, r, "cannot start the connector thread: %s", strerror(r));
+  p->connector_started = true;
+  return 0;
+}
+
+void hb_peer_stop(struct hb_peer *p)
+{
+  sem_t done;
+  struct hb_req req;
+
+  if (!p)
+    return;
+  pthread_mutex_lock(&p->lock);
+  p->stopping = true;
+  pthread_cond_broadcast(&p->cond);
+  pthread_mutex_unlock(&p->lock);
+  if (p->connector_started)
+    pthread_join(p->connector, NULL);
+  p->connector_started = false;
+  if (!p->loop)
+    return;
+  /* Drop the link on the loop; its recv and send then complete, and the
+   * timer stops re-arming, so the loop can be stopped after this. */
+  sem_init(&done, 0, 0);
+  req = (struct hb_req) { .op = HB_OP_CALL, .complete = on_stop, .opaque = p,
+                          .opaque2 = &done };
+  if (hb_loop_submit(p->loop, &req) == 0)
+    while (sem_wait(&done) < 0 && errno == EINTR)
+      ;
+  sem_destroy(&done);
+}
+
+void hb_peer_free(struct hb_peer *p)
+{
+  if (!p)
+    return;
+  hb_peer_stop(p);
+  if (p->listen_fd >= 0)
+    close(p->listen_fd);
+  free((char *) p->cfg.self_name);
+  free((char *) p->cfg.peer_name);
+  free((char *) p->cfg.listen_host);
+  free((char *) p->cfg.listen_port);
+  free((char *) p->cfg.peer_host);
+  free((char *) p->cfg.peer_port);
+  free(p->rx);
+  free(p->pout);
+  free(p->pin);
+  pthread_cond_destroy(&p->cond);
+  pthread_mutex_destroy(&p->lock);
+  free(p);
+}

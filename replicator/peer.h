@@ -1,0 +1,104 @@
+/* The peer link: one TCP connection to the other node, TLS 1.3 (tls.c) or
+ * plaintext when the configuration says tls = off, framed by wire.c.
+ *
+ * Threads: a connector thread makes the TCP connection (the node whose name
+ * sorts first listens, the other connects with exponential backoff and
+ * jitter) and hands the socket to the loop thread, which owns everything
+ * after that: the TLS channel, io_uring send and recv of ciphertext, the
+ * HELLO exchange, frames in both directions, pings. Workers reach the link
+ * only through hb_peer_send_io() (a request queued to the loop) and wait on
+ * their own semaphore for the ACK. Many frames queued while a send is in
+ * flight leave in the next send: batching comes from the queue depth. */
+#ifndef HB_PEER_H
+#define HB_PEER_H
+
+#include <semaphore.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "loop.h"
+#include "tls.h"
+#include "wire.h"
+
+struct hb_peer;
+
+/* A frame waiting to be written into the channel. */
+struct hb_txitem {
+  struct hb_txitem *next;
+  unsigned char head[HB_WIRE_HDR_SIZE + HB_WIRE_HELLO_SIZE]; /* header + small payload */
+  uint32_t head_len;
+  const unsigned char *ext;     /* large payload (WRITE data), not copied */
+  uint32_t ext_len;
+  uint64_t done;                /* bytes of head + ext written so far */
+  void (*written)(struct hb_txitem *it);  /* loop thread, once all written */
+};
+
+/* One replicated request, on the stack of the worker that waits for it. */
+struct hb_peer_io {
+  struct hb_req req;            /* the hop into the loop (HB_OP_CALL) */
+  struct hb_peer *peer;
+  struct hb_frame frame;        /* type, flags, offset, count; id set by the loop */
+  const void *payload;          /* WRITE data (count bytes) */
+  struct hb_txitem tx;
+  struct hb_peer_io *next;      /* the link's list of requests awaiting ACK */
+  int result;                   /* 0 ACK, -errno NACK, -ENOTCONN link lost */
+  sem_t done;
+};
+
+struct hb_peer_events {
+  /* All run on the loop thread. */
+  void (*make_hello)(void *opaque, struct hb_hello *out);
+  /* 0: accept the peer; otherwise refuse with one line in msg. */
+  int (*hello)(void *opaque, const struct hb_hello *remote, char *msg, size_t len);
+  void (*up)(void *opaque, const struct hb_hello *remote);
+  void (*down)(void *opaque, const char *why);
+  /* A data frame (WRITE TRIM ZERO FLUSH) to apply; payload is malloc'd (4096
+   * aligned) and passes to the callee. Answer with hb_peer_reply(). */
+  void (*apply)(void *opaque, const struct hb_frame *f, void *payload);
+  void (*state)(void *opaque, const struct hb_state_msg *s);
+};
+
+struct hb_peer_config {
+  const char *self_name, *peer_name;
+  const char *listen_host, *listen_port;  /* ours */
+  const char *peer_host, *peer_port;      /* theirs */
+  struct hb_tls_ctx *tls;                 /* NULL: plaintext (tls = off) */
+  uint64_t size;                          /* exported size, for range checks */
+  unsigned ping_interval_ms, ping_timeout_ms, connect_timeout_ms;
+};
+
+/* Bind the listening socket (if we listen) so errors reach the terminal. */
+int hb_peer_new(const struct hb_peer_config *cfg, const struct hb_peer_events *ev,
+                void *opaque, struct hb_peer **out, char *err, size_t errlen);
+/* Start the connector thread; the link runs on loop (an io_uring loop). */
+int hb_peer_start(struct hb_peer *p, struct hb_loop *loop, char *err, size_t errlen);
+/* Stop connecting and drop the link (before stopping the loop). */
+void hb_peer_stop(struct hb_peer *p);
+/* After the loop has stopped. */
+void hb_peer_free(struct hb_peer *p);
+
+/* Whether the link is up (handshake done): a hint read without a lock. */
+bool hb_peer_up(const struct hb_peer *p);
+
+/* Worker side: send io's frame; returns 0 (then hb_peer_io_wait) or
+ * -ENOTCONN when the link is down (nothing was sent). */
+int hb_peer_send_io(struct hb_peer *p, struct hb_peer_io *io);
+int hb_peer_io_wait(struct hb_peer_io *io);
+
+/* Any thread: answer a frame from the peer (0: ACK, else NACK with -err). */
+void hb_peer_reply(struct hb_peer *p, uint64_t id, int err);
+/* Any thread: tell the peer our role and disk state. */
+void hb_peer_send_state(struct hb_peer *p, const struct hb_state_msg *s);
+/* Any thread: allow or forbid connecting (hactl connect / disconnect);
+ * forbidding drops a live link. */
+void hb_peer_set_wanted(struct hb_peer *p, bool wanted);
+
+struct hb_peer_info {
+  bool up;
+  bool tls;
+  char tls_version[32], tls_cipher[64], tls_peer[128];
+  char last_error[256];
+};
+void hb_peer_info(struct hb_peer *p, struct hb_peer_info *out);
+
+#endif

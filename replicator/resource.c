@@ -1,0 +1,668 @@
+/* The resource: one replicated device. It owns the local device (dev.c),
+ * the loop thread, the peer link (peer.c), the role state (role.c), the
+ * out-of-sync bitmap (bitmap.c) and the Secondary's apply workers; the
+ * plugin talks only to it. Standalone (disk=) it is the device alone.
+ *
+ * The Primary's write path (protocol C): conflict check -> the frame handed
+ * to the loop thread and the local write issued by the worker, in parallel
+ * -> wait for both -> reply. Without a peer the write completes locally and
+ * its blocks are set in the out-of-sync bitmap. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "bitmap.h"
+#include "config.h"
+#include "ctl.h"
+#include "dev.h"
+#include "hablock.h"
+#include "log.h"
+#include "loop.h"
+#include "peer.h"
+#include "resource.h"
+#include "role.h"
+#include "tls.h"
+#include "wire.h"
+
+#define APPLY_THREADS 4
+
+struct apply_item {
+  struct apply_item *next;
+  struct hb_frame f;
+  void *payload;
+};
+
+struct hb_res {
+  struct hb_dev *dev;
+  /* replicated mode only: */
+  struct hb_config cfg;
+  bool replicated;
+  struct hb_loop *loop;
+  struct hb_tls_ctx *tls;
+  struct hb_peer *peer;
+  struct hb_ctl *ctl;
+  pthread_mutex_t lock;         /* state, bitmap, peer_oos */
+  struct hb_node_state state;
+  struct hb_bitmap bitmap;
+  bool peer_oos;
+  bool declare_pair;            /* next STATE tells the peer: pair identical */
+  int primary;                  /* atomic copy of state.role == Primary */
+  /* the Secondary's apply workers */
+  pthread_t apply_thr[APPLY_THREADS];
+  unsigned apply_started;
+  pthread_mutex_t apply_lock;
+  pthread_cond_t apply_cond;
+  struct apply_item *apply_head, **apply_tail;
+  bool apply_stop;
+};
+
+/* ---- state ---- */
+
+static void publish_role(struct hb_res *r)
+{
+  __atomic_store_n(&r->primary, r->state.role == HB_ROLE_PRIMARY, __ATOMIC_RELEASE);
+}
+
+static void send_state_locked(struct hb_res *r)
+{
+  struct hb_state_msg s = {
+    .role = (uint8_t) r->state.role,
+    .disk = (uint8_t) r->state.disk,
+    .flags = (r->declare_pair ? HB_HELLO_F_CONSISTENT : 0) |
+             (r->state.oos_bytes ? HB_HELLO_F_OUT_OF_SYNC : 0),
+  };
+  r->declare_pair = false;
+  if (r->peer)
+    hb_peer_send_state(r->peer, &s);
+}
+
+static void mark_oos(struct hb_res *r, uint64_t off, uint64_t len)
+{
+  pthread_mutex_lock(&r->lock);
+  bool first = r->state.oos_bytes == 0;
+  hb_state_write_without_peer(&r->state, &r->bitmap, off, len);
+  pthread_mutex_unlock(&r->lock);
+  if (first)
+    hb_info("%s: writing without the peer: changed blocks are recorded as out of sync",
+            r->cfg.name);
+}
+
+/* ---- peer events (loop thread) ---- */
+
+static void ev_make_hello(void *opaque, struct hb_hello *h)
+{
+  struct hb_res *r = opaque;
+
+  pthread_mutex_lock(&r->lock);
+  h->proto_version = HB_WIRE_VERSION;
+  h->node_id = (uint16_t) (r->cfg.self + 1);
+  h->role = (uint8_t) r->state.role;
+  h->disk = (uint8_t) r->state.disk;
+  h->flags = r->state.oos_bytes ? HB_HELLO_F_OUT_OF_SYNC : 0;
+  h->bm_granularity = 4096;
+  h->exported_size = hb_dev_size(r->dev);
+  snprintf(h->resource, sizeof h->resource, "%s", r->cfg.name);
+  snprintf(h->node_name, sizeof h->node_name, "%s", hb_config_self(&r->cfg)->name);
+  pthread_mutex_unlock(&r->lock);
+}
+
+static int ev_hello(void *opaque, const struct hb_hello *remote, char *msg, size_t len)
+{
+  struct hb_res *r = opaque;
+  int ret;
+
+  pthread_mutex_lock(&r->lock);
+  ret = hb_on_handshake(&r->state, (enum hb_role) remote->role, (enum hb_disk) remote->disk,
+                        remote->flags & HB_HELLO_F_OUT_OF_SYNC, msg, len);
+  if (ret == 0) {
+    r->peer_oos = false;
+    hb_state_connected(&r->state, (enum hb_role) remote->role, (enum hb_disk) remote->disk);
+  }
+  pthread_mutex_unlock(&r->lock);
+  return ret;
+}
+
+static void ev_up(void *opaque, const struct hb_hello *remote)
+{
+  struct hb_res *r = opaque;
+  hb_info("%s: connected to %s (%s, %s)", r->cfg.name, remote->node_name,
+          hb_role_name((enum hb_role) remote->role), hb_disk_name((enum hb_disk) remote->disk));
+}
+
+static void ev_down(void *opaque, const char *why)
+{
+  struct hb_res *r = opaque;
+
+  pthread_mutex_lock(&r->lock);
+  hb_state_peer_lost(&r->state);
+  pthread_mutex_unlock(&r->lock);
+  hb_info("%s: lost the peer (%s); %s", r->cfg.name, why,
+          __atomic_load_n(&r->primary, __ATOMIC_ACQUIRE)
+            ? "going on alone, recording what changes"
+            : "keeping our data and waiting");
+}
+
+static void ev_state(void *opaque, const struct hb_state_msg *s)
+{
+  struct hb_res *r = opaque;
+
+  pthread_mutex_lock(&r->lock);
+  hb_state_peer_changed(&r->state, (enum hb_role) s->role, (enum hb_disk) s->disk);
+  if ((s->flags & HB_HELLO_F_CONSISTENT) && r->state.disk != HB_DISK_UPTODATE &&
+      r->state.oos_bytes == 0 && r->state.role == HB_ROLE_SECONDARY) {
+    r->state.disk = HB_DISK_UPTODATE;
+    hb_info("%s: the Primary declared the pair identical: disk UpToDate", r->cfg.name);
+  }
+  r->peer_oos = s->flags & HB_HELLO_F_OUT_OF_SYNC;
+  pthread_mutex_unlock(&r->lock);
+}
+
+static void ev_apply(void *opaque, const struct hb_frame *f, void *payload)
+{
+  struct hb_res *r = opaque;
+  struct apply_item *it = malloc(sizeof *it);
+
+  if (!it) {
+    free(payload);
+    hb_peer_reply(r->peer, f->id, -ENOMEM);
+    return;
+  }
+  it->f = *f;
+  it->payload = payload;
+  it->next = NULL;
+  pthread_mutex_lock(&r->apply_lock);
+  *r->apply_tail = it;
+  r->apply_tail = &it->next;
+  pthread_cond_signal(&r->apply_cond);
+  pthread_mutex_unlock(&r->apply_lock);
+}
+
+/* The Secondary applies received requests with the same data path as a
+ * standalone device. The Primary never has two overlapping requests in
+ * flight (its conflict check), so they may be applied in any order. */
+static void *apply_main(void *arg)
+{
+  struct hb_res *r = arg;
+
+  for (;;) {
+    struct apply_item *it;
+    unsigned flags;
+    int ret;
+
+    pthread_mutex_lock(&r->apply_lock);
+    while (!r->apply_head && !r->apply_stop)
+      pthread_cond_wait(&r->apply_cond, &r->apply_lock);
+    it = r->apply_head;
+    if (!it) {
+      pthread_mutex_unlock(&r->apply_lock);
+      return NULL;
+    }
+    r->apply_head = it->next;
+    if (!r->apply_head)
+      r->apply_tail = &r->apply_head;
+    pthread_mutex_unlock(&r->apply_lock);
+
+    flags = (it->f.flags & HB_WIRE_F_FUA ? HB_FUA : 0) |
+            (it->f.flags & HB_WIRE_F_MAY_TRIM ? HB_MAY_TRIM : 0);
+    if (__atomic_load_n(&r->primary, __ATOMIC_ACQUIRE)) {
+      hb_error("%s: the peer sent %s while this node is Primary: refused",
+               r->cfg.name, hb_wire_type_name(it->f.type));
+      ret = -EROFS;
+    } else {
+      switch (it->f.type) {
+      case HB_WIRE_WRITE:
+        ret = hb_pwrite(r->dev, it->payload, it->f.count, it->f.offset, flags);
+        break;
+      case HB_WIRE_TRIM:
+        ret = hb_trim(r->dev, it->f.count, it->f.offset, flags);
+        break;
+      case HB_WIRE_ZERO:
+        ret = hb_zero(r->dev, it->f.count, it->f.offset, flags);
+        break;
+      default:
+        ret = hb_flush(r->dev);
+        break;
+      }
+    }
+    if (ret < 0)
+      hb_error("%s: applying the peer's %s at %llu: %s", r->cfg.name,
+               hb_wire_type_name(it->f.type), (unsigned long long) it->f.offset,
+               strerror(-ret));
+    hb_peer_reply(r->peer, it->f.id, ret);
+    free(it->payload);
+    free(it);
+  }
+}
+
+static const struct hb_peer_events peer_events = {
+  .make_hello = ev_make_hello,
+  .hello = ev_hello,
+  .up = ev_up,
+  .down = ev_down,
+  .apply = ev_apply,
+  .state = ev_state,
+};
+
+/* ---- the control socket (hactl) ---- */
+
+/* role.h's refusals as the control protocol's stable codes. */
+static int ctl_code(int refusal)
+{
+  switch (refusal) {
+  case HB_REFUSED_PEER_PRIMARY:
+    return HB_CTL_PEER_PRIMARY;
+  case HB_REFUSED_NOT_UPTODATE:
+  case HB_REFUSED_PEER_UPTODATE:
+  case HB_REFUSED_SYNC_TARGET:
+    return HB_CTL_NOT_UPTODATE;
+  case HB_REFUSED_CLIENTS:
+    return HB_CTL_IN_USE;
+  case HB_REFUSED_BOTH_PRIMARY:
+    return HB_CTL_SPLIT_BRAIN;
+  default:
+    return refusal > 0 ? HB_CTL_REFUSED : refusal;
+  }
+}
+
+static int ctl_status(void *opaque, struct hb_json_out *o)
+{
+  struct hb_res_status st;
+
+  hb_res_status(opaque, &st);
+  hb_json_add_str(o, "resource", st.resource);
+  hb_json_add_str(o, "node", st.node);
+  hb_json_add_str(o, "peer", st.peer);
+  hb_json_add_str(o, "role", hb_role_name(st.state.role));
+  hb_json_add_str(o, "disk", hb_disk_name(st.state.disk));
+  hb_json_add_str(o, "connection", hb_conn_name(st.state.conn));
+  if (st.state.peer_role)
+    hb_json_add_str(o, "peer_role", hb_role_name(st.state.peer_role));
+  else
+    hb_json_add_str(o, "peer_role", "Unknown");
+  if (st.state.peer_disk)
+    hb_json_add_str(o, "peer_disk", hb_disk_name(st.state.peer_disk));
+  else
+    hb_json_add_str(o, "peer_disk", "DUnknown");
+  hb_json_add_int(o, "out_of_sync_bytes", (int64_t) st.state.oos_bytes);
+  hb_json_add_int(o, "clients", st.state.clients);
+  hb_json_add_str(o, "io_backend", st.io);
+  hb_json_add_str(o, "last_error", st.link.last_error);
+  hb_json_begin_obj(o, "tls");
+  hb_json_add_bool(o, "enabled", st.tls_on);
+  hb_json_add_str(o, "version", st.link.tls_version);
+  hb_json_add_str(o, "cipher", st.link.tls_cipher);
+  hb_json_add_str(o, "peer", st.link.tls_peer);
+  hb_json_end_obj(o);
+  return 0;
+}
+
+static int ctl_promote(void *opaque, bool force, char *msg, size_t len)
+{
+  return ctl_code(hb_res_promote(opaque, force, msg, len));
+}
+
+static int ctl_demote(void *opaque, bool force, char *msg, size_t len)
+{
+  return ctl_code(hb_res_demote(opaque, force, msg, len));
+}
+
+static int ctl_connect(void *opaque, char *msg, size_t len)
+{
+  hb_res_set_connect(opaque, true);
+  return 0;
+}
+
+static int ctl_disconnect(void *opaque, char *msg, size_t len)
+{
+  hb_res_set_connect(opaque, false);
+  return 0;
+}
+
+static const struct hb_ctl_ops ctl_ops = {
+  .status = ctl_status,
+  .promote = ctl_promote,
+  .demote = ctl_demote,
+  .connect = ctl_connect,
+  .disconnect = ctl_disconnect,
+};
+
+/* ---- setup ---- */
+
+static int open_replicated(struct hb_res *r, const struct hb_params *p, char *err, size_t errlen)
+{
+  const struct hb_config_node *self, *peer;
+  struct hb_params local = *p;
+  char port[8], pport[8];
+  int ret;
+
+  ret = hb_config_load(p->config, p->node, &r->cfg, err, errlen);
+  if (ret < 0)
+    return ret;
+  r->replicated = true;
+  self = hb_config_self(&r->cfg);
+  peer = hb_config_peer(&r->cfg);
+  if (r->cfg.tls == HB_TLS_OFF)
+    hb_info("%s: TLS is off (%s:%u): the peer is not authenticated and data cross the network in clear",
+            r->cfg.name, r->cfg.file, r->cfg.tls_off_line);
+
+  local.disk = self->disk;
+  ret = hb_dev_open(&local, &r->dev, err, errlen);
+  if (ret < 0)
+    return ret;
+  if (r->cfg.size && r->cfg.size != hb_dev_size(r->dev))
+    return hb_fail(err, errlen, EINVAL,
+                   "%s: [resource] size is %llu but disk %s has %llu bytes",
+                   r->cfg.file, (unsigned long long) r->cfg.size, self->disk,
+                   (unsigned long long) hb_dev_size(r->dev));
+  ret = hb_bitmap_init(&r->bitmap, hb_dev_size(r->dev), 4096);
+  if (ret < 0)
+    return hb_fail(err, errlen, -ret, "cannot allocate the out-of-sync bitmap");
+
+  if (r->cfg.tls != HB_TLS_OFF) {
+    struct hb_tls_config tc = {
+      .ca_file = r->cfg.tls_ca, .cert_file = r->cfg.tls_cert, .key_file = r->cfg.tls_key,
+      .peer_name = peer->name, .psk_file = r->cfg.tls_psk,
+    };
+    ret = hb_tls_ctx_new(&tc, &r->tls, err, errlen);
+    if (ret < 0)
+      return ret;
+  }
+  snprintf(port, sizeof port, "%u", self->port);
+  snprintf(pport, sizeof pport, "%u", peer->port);
+  struct hb_peer_config pc = {
+    .self_name = self->name, .peer_name = peer->name,
+    .listen_host = self->host, .listen_port = port,
+    .peer_host = peer->host, .peer_port = pport,
+    .tls = r->tls, .size = hb_dev_size(r->dev),
+    .ping_interval_ms = r->cfg.ping_interval_ms,
+    .ping_timeout_ms = r->cfg.ping_timeout_ms,
+    .connect_timeout_ms = r->cfg.connect_timeout_ms,
+  };
+  ret = hb_peer_new(&pc, &peer_events, r, &r->peer, err, errlen);
+  if (ret < 0)
+    return ret;
+  /* A node starts Secondary, its data not known to be UpToDate until the
+   * operator says so (no metadata yet: a later issue keeps it on disk). */
+  r->state = (struct hb_node_state) {
+    .role = HB_ROLE_SECONDARY, .disk = HB_DISK_INCONSISTENT, .conn = HB_CONN_CONNECTING,
+  };
+  return 0;
+}
+
+int hb_res_open(const struct hb_params *p, struct hb_res **out, char *err, size_t errlen)
+{
+  struct hb_res *r = calloc(1, sizeof *r);
+  int ret;
+
+  if (!r)
+    return hb_fail(err, errlen, ENOMEM, "out of memory");
+  pthread_mutex_init(&r->lock, NULL);
+  pthread_mutex_init(&r->apply_lock, NULL);
+  pthread_cond_init(&r->apply_cond, NULL);
+  r->apply_tail = &r->apply_head;
+  ret = p->config ? open_replicated(r, p, err, errlen) : hb_dev_open(p, &r->dev, err, errlen);
+  if (ret < 0) {
+    hb_res_close(r);
+    return ret;
+  }
+  if (!r->replicated) {
+    r->state.role = HB_ROLE_PRIMARY;     /* standalone: always serves */
+    r->state.disk = HB_DISK_UPTODATE;
+    publish_role(r);
+  }
+  *out = r;
+  return 0;
+}
+
+int hb_res_start(struct hb_res *r, char *err, size_t errlen)
+{
+  int ret = hb_dev_start(r->dev, err, errlen);
+
+  if (ret < 0 || !r->replicated)
+    return ret;
+  ret = hb_loop_start(HB_LOOP_URING, 256, &r->loop, err, errlen);
+  if (ret < 0)
+    return ret;
+  for (unsigned i = 0; i < APPLY_THREADS; i++) {
+    if (pthread_create(&r->apply_thr[i], NULL, apply_main, r))
+      return hb_fail(err, errlen, EAGAIN, "cannot start the apply threads");
+    r->apply_started++;
+  }
+  ret = hb_peer_start(r->peer, r->loop, err, errlen);
+  if (ret < 0)
+    return ret;
+  return hb_ctl_start(hb_config_self(&r->cfg)->control, &ctl_ops, r, &r->ctl, err, errlen);
+}
+
+void hb_res_close(struct hb_res *r)
+{
+  if (!r)
+    return;
+  hb_ctl_stop(r->ctl);
+  hb_peer_stop(r->peer);
+  pthread_mutex_lock(&r->apply_lock);
+  r->apply_stop = true;
+  pthread_cond_broadcast(&r->apply_cond);
+  pthread_mutex_unlock(&r->apply_lock);
+  for (unsigned i = 0; i < r->apply_started; i++)
+    pthread_join(r->apply_thr[i], NULL);
+  hb_loop_stop(r->loop);
+  hb_peer_free(r->peer);
+  hb_tls_ctx_free(r->tls);
+  hb_dev_close(r->dev);
+  if (r->replicated)
+    hb_bitmap_free(&r->bitmap);
+  hb_config_free(&r->cfg);
+  pthread_cond_destroy(&r->apply_cond);
+  pthread_mutex_destroy(&r->apply_lock);
+  pthread_mutex_destroy(&r->lock);
+  free(r);
+}
+
+struct hb_dev *hb_res_dev(struct hb_res *r)
+{
+  return r->dev;
+}
+
+/* ---- clients and roles ---- */
+
+int hb_res_client_open(struct hb_res *r, char *msg, size_t len)
+{
+  int ret;
+
+  pthread_mutex_lock(&r->lock);
+  ret = hb_may_serve(&r->state, msg, len);
+  if (ret == 0)
+    r->state.clients++;
+  pthread_mutex_unlock(&r->lock);
+  return ret;
+}
+
+void hb_res_client_close(struct hb_res *r)
+{
+  pthread_mutex_lock(&r->lock);
+  if (r->state.clients)
+    r->state.clients--;
+  pthread_mutex_unlock(&r->lock);
+}
+
+int hb_res_promote(struct hb_res *r, bool force, char *msg, size_t len)
+{
+  int ret;
+
+  if (!r->replicated)
+    return 0;
+  pthread_mutex_lock(&r->lock);
+  ret = hb_may_promote(&r->state, force, msg, len);
+  if (ret == 0 && r->state.role != HB_ROLE_PRIMARY) {
+    struct hb_node_state before = r->state;
+    hb_state_promote(&r->state, force, r->peer_oos);
+    if (force && hb_after_forced_promotion(&before, r->peer_oos))
+      r->declare_pair = true;
+    publish_role(r);
+    send_state_locked(r);
+    hb_info("%s: promoted to Primary%s", r->cfg.name, force ? " (forced)" : "");
+  }
+  pthread_mutex_unlock(&r->lock);
+  return ret;
+}
+
+int hb_res_demote(struct hb_res *r, bool force, char *msg, size_t len)
+{
+  int ret;
+
+  if (!r->replicated)
+    return hb_fail(msg, len, EINVAL, "a standalone device (disk=) has no roles");
+  pthread_mutex_lock(&r->lock);
+  ret = hb_may_demote(&r->state, force, msg, len);
+  if (ret == 0 && r->state.role != HB_ROLE_SECONDARY) {
+    hb_state_demote(&r->state);
+    publish_role(r);
+    send_state_locked(r);
+    hb_info("%s: demoted to Secondary%s", r->cfg.name, force ? " (forced)" : "");
+  }
+  pthread_mutex_unlock(&r->lock);
+  return ret;
+}
+
+void hb_res_set_connect(struct hb_res *r, bool wanted)
+{
+  if (!r->peer)
+    return;
+  pthread_mutex_lock(&r->lock);
+  r->state.conn = wanted ? HB_CONN_CONNECTING : HB_CONN_STANDALONE;
+  pthread_mutex_unlock(&r->lock);
+  hb_peer_set_wanted(r->peer, wanted);
+}
+
+void hb_res_status(struct hb_res *r, struct hb_res_status *st)
+{
+  memset(st, 0, sizeof *st);
+  pthread_mutex_lock(&r->lock);
+  st->state = r->state;
+  pthread_mutex_unlock(&r->lock);
+  st->replicated = r->replicated;
+  st->resource = r->replicated ? r->cfg.name : "";
+  st->node = r->replicated ? hb_config_self(&r->cfg)->name : "";
+  st->peer = r->replicated ? hb_config_peer(&r->cfg)->name : "";
+  st->io = hb_io_name(hb_dev_io(r->dev));
+  st->tls_on = r->replicated && r->cfg.tls != HB_TLS_OFF;
+  if (r->peer)
+    hb_peer_info(r->peer, &st->link);
+}
+
+const char *hb_res_control_path(const struct hb_res *r)
+{
+  return r->replicated ? hb_config_self(&r->cfg)->control : NULL;
+}
+
+/* ---- the data path ---- */
+
+static int replicate(struct hb_res *r, uint16_t type, const void *buf, uint32_t count,
+                     uint64_t off, unsigned flags,
+                     int (*local)(struct hb_res *, const void *, uint32_t, uint64_t, unsigned))
+{
+  struct hb_range range;
+  struct hb_peer_io io;
+  int ret, pr;
+  bool sent;
+
+  if (!hb_dev_in_bounds(r->dev, count, off))
+    return -EINVAL;
+  if (!__atomic_load_n(&r->primary, __ATOMIC_ACQUIRE))
+    return -EROFS;              /* demoted under a connected client */
+  if (count == 0)
+    return 0;
+  hb_dev_range_begin(r->dev, &range, off, count);
+  memset(&io, 0, sizeof io);
+  io.frame = (struct hb_frame) {
+    .type = type, .offset = off, .count = count,
+    .flags = (flags & HB_FUA ? HB_WIRE_F_FUA : 0) |
+             (type == HB_WIRE_ZERO && (flags & HB_MAY_TRIM) ? HB_WIRE_F_MAY_TRIM : 0),
+  };
+  io.payload = buf;
+  sent = hb_peer_send_io(r->peer, &io) == 0;
+  ret = local(r, buf, count, off, flags);
+  pr = sent ? hb_peer_io_wait(&io) : -ENOTCONN;
+  if (pr != 0) {
+    if (pr != -ENOTCONN)
+      hb_error("%s: the peer failed %s at %llu: %s", r->cfg.name, hb_wire_type_name(type),
+               (unsigned long long) off, strerror(-pr));
+    mark_oos(r, off, count);
+  }
+  hb_dev_range_end(r->dev, &range);
+  return ret;
+}
+
+static int local_write(struct hb_res *r, const void *buf, uint32_t count, uint64_t off, unsigned flags)
+{
+  return hb_dev_write_locked(r->dev, buf, count, off, flags);
+}
+
+static int local_trim(struct hb_res *r, const void *buf, uint32_t count, uint64_t off, unsigned flags)
+{
+  return hb_dev_trim_locked(r->dev, count, off, flags);
+}
+
+static int local_zero(struct hb_res *r, const void *buf, uint32_t count, uint64_t off, unsigned flags)
+{
+  return hb_dev_zero_locked(r->dev, count, off, flags);
+}
+
+int hb_res_pread(struct hb_res *r, void *buf, uint32_t count, uint64_t off)
+{
+  return hb_pread(r->dev, buf, count, off);
+}
+
+int hb_res_pwrite(struct hb_res *r, const void *buf, uint32_t count, uint64_t off, unsigned flags)
+{
+  if (!r->replicated)
+    return hb_pwrite(r->dev, buf, count, off, flags);
+  return replicate(r, HB_WIRE_WRITE, buf, count, off, flags, local_write);
+}
+
+int hb_res_trim(struct hb_res *r, uint32_t count, uint64_t off, unsigned flags)
+{
+  if (!r->replicated)
+    return hb_trim(r->dev, count, off, flags);
+  return replicate(r, HB_WIRE_TRIM, NULL, count, off, flags, local_trim);
+}
+
+int hb_res_zero(struct hb_res *r, uint32_t count, uint64_t off, unsigned flags)
+{
+  if (!r->replicated)
+    return hb_zero(r->dev, count, off, flags);
+  /* A fast zero that one node can do and the other cannot would make the
+   * replicas differ: refuse it, the client then zeroes the slow way. */
+  if (flags & HB_FAST_ZERO)
+    return -ENOTSUP;
+  return replicate(r, HB_WIRE_ZERO, NULL, count, off, flags, local_zero);
+}
+
+/* A flush covers every write completed on any connection, on both nodes:
+ * local fdatasync in parallel with a FLUSH round trip. */
+int hb_res_flush(struct hb_res *r)
+{
+  struct hb_peer_io io;
+  bool sent;
+  int ret, pr;
+
+  if (!r->replicated)
+    return hb_flush(r->dev);
+  memset(&io, 0, sizeof io);
+  io.frame.type = HB_WIRE_FLUSH;
+  sent = hb_peer_send_io(r->peer, &io) == 0;
+  ret = hb_flush(r->dev);
+  pr = sent ? hb_peer_io_wait(&io) : 0;
+  if (pr != 0 && pr != -ENOTCONN)
+    hb_error("%s: the peer failed a flush: %s", r->cfg.name, strerror(-pr));
+  return ret;
+}
+
+int hb_res_cache(struct hb_res *r, uint32_t count, uint64_t off)
+{
+  return hb_cache(r->dev, count, off);
+}
