@@ -39,6 +39,7 @@ struct hb_ctl {
   dev_t dev;              /* of our socket, to remove only ours */
   ino_t ino;
   pthread_t thread;
+  bool running;           /* the thread was started */
   const struct hb_ctl_ops *ops;
   void *opaque;
   atomic_uint timeout_ms;
@@ -421,10 +422,21 @@ static void *ctl_thread(void *arg)
           conn_read(c, cn);
       }
     }
+    /* A command may have run long enough for other deadlines to pass
+     * while their requests or responses waited on us: a last try each,
+     * then they expire. */
     now = now_ms();
-    for (size_t k = 0; k < HB_CTL_CONNS_MAX; k++)
-      if (c->conns[k].fd >= 0 && c->conns[k].deadline <= now)
-        conn_expire(c, &c->conns[k]);
+    for (size_t k = 0; k < HB_CTL_CONNS_MAX; k++) {
+      struct conn *cn = &c->conns[k];
+      if (cn->fd < 0 || cn->deadline > now)
+        continue;
+      if (cn->out)
+        conn_send(cn);
+      else
+        conn_read(c, cn);
+      if (cn->fd >= 0 && cn->deadline <= now)
+        conn_expire(c, cn);
+    }
     if (pfd[1].revents)
       accept_all(c);
   }
@@ -559,11 +571,10 @@ static void ctl_free(struct hb_ctl *c)
   free(c);
 }
 
-int hb_ctl_start(const char *path, const struct hb_ctl_ops *ops, void *opaque,
-                 struct hb_ctl **out, char *err, size_t errlen)
+int hb_ctl_bind(const char *path, const struct hb_ctl_ops *ops, void *opaque,
+                struct hb_ctl **out, char *err, size_t errlen)
 {
   struct sockaddr_un sa;
-  sigset_t all, old;
   struct hb_ctl *c;
   int r;
 
@@ -592,26 +603,48 @@ int hb_ctl_start(const char *path, const struct hb_ctl_ops *ops, void *opaque,
       (r = clear_stale(path, err, errlen)) < 0 ||
       (r = bind_socket(c, err, errlen)) < 0)
     goto fail;
-  c->stopfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  *out = c;
+  return 0;
+fail:
+  ctl_free(c);
+  return r;
+}
+
+int hb_ctl_run(struct hb_ctl *c, char *err, size_t errlen)
+{
+  sigset_t all, old;
+  int r;
+
+  if (c->running)
+    return hb_fail(err, errlen, EALREADY, "control socket %s: already "
+                   "served", c->path);
   if (c->stopfd < 0) {
-    r = hb_fail(err, errlen, errno, "eventfd: %m");
-    goto fail;
+    c->stopfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (c->stopfd < 0)
+      return hb_fail(err, errlen, errno, "eventfd: %m");
   }
   /* Signals are for nbdkit's main thread, not this one. */
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &old);
   r = pthread_create(&c->thread, NULL, ctl_thread, c);
   pthread_sigmask(SIG_SETMASK, &old, NULL);
-  if (r != 0) {
-    r = hb_fail(err, errlen, r, "cannot start the control thread: %s",
-                strerror(r));
-    goto fail;
-  }
-  hb_debug("control socket %s: serving", path);
-  *out = c;
+  if (r != 0)
+    return hb_fail(err, errlen, r, "cannot start the control thread: %s",
+                   strerror(r));
+  c->running = true;
+  hb_debug("control socket %s: serving", c->path);
   return 0;
-fail:
-  ctl_free(c);
+}
+
+int hb_ctl_start(const char *path, const struct hb_ctl_ops *ops, void *opaque,
+                 struct hb_ctl **out, char *err, size_t errlen)
+{
+  int r = hb_ctl_bind(path, ops, opaque, out, err, errlen);
+
+  if (r == 0 && (r = hb_ctl_run(*out, err, errlen)) < 0) {
+    hb_ctl_stop(*out);
+    *out = NULL;
+  }
   return r;
 }
 
@@ -621,9 +654,11 @@ void hb_ctl_stop(struct hb_ctl *c)
 
   if (!c)
     return;
-  if (write(c->stopfd, &one, sizeof one) < 0)
-    hb_error("control socket %s: cannot wake the thread: %m", c->path);
-  pthread_join(c->thread, NULL);
+  if (c->running) {
+    if (write(c->stopfd, &one, sizeof one) < 0)
+      hb_error("control socket %s: cannot wake the thread: %m", c->path);
+    pthread_join(c->thread, NULL);
+  }
   ctl_free(c);
 }
 

@@ -20,21 +20,23 @@
  *
  * N > 0 is a refusal: the command was understood and the node said no for
  * a documented reason (enum hb_ctl_refusal; hactl exits 3). N < 0 is a
- * failure, a negative errno (hactl exits 1): -EINVAL for a malformed
+ * failure, a negative errno (hactl exits 1, or 5 for -ETIMEDOUT): -EINVAL for a malformed
  * request (not JSON, no "cmd", an unknown command or key, a value of the
  * wrong type, an empty line), -EMSGSIZE for a request longer than
  * HB_CTL_REQUEST_MAX bytes or a status bigger than HB_CTL_RESPONSE_MAX,
  * -ETIMEDOUT when no complete request came within the timeout, -EBUSY
  * when HB_CTL_CONNS_MAX connections are already open, -EOPNOTSUPP for a
- * command that this server's ops table leaves NULL, or whatever the
- * command itself returned. The error string names the problem.
+ * command that this server's ops table leaves NULL, -EPROTO for a status
+ * callback that broke its contract, or whatever the command itself
+ * returned. The error string names the problem.
  *
  * Robustness: the thread multiplexes up to HB_CTL_CONNS_MAX connections
  * with poll(), so a client that connects and says nothing, or reads its
  * response slowly, does not hold up the others; each connection has a
  * deadline (HB_CTL_TIMEOUT_MS to send its request, as long again to take
  * its response) after which it is closed. Commands themselves run one at a
- * time on this thread, in the order their requests completed.
+ * time on this thread, in the order their requests completed; a request
+ * that was complete when a long command ended is served, not timed out.
  *
  * Start-up (hb_ctl_start):
  *  - missing parent directories are created with mode 0700;
@@ -109,6 +111,15 @@ struct hb_ctl;
  * error of the failing call, naming the path. */
 int hb_ctl_start(const char *path, const struct hb_ctl_ops *ops, void *opaque,
                  struct hb_ctl **out, char *err, size_t errlen);
+/* hb_ctl_start in two steps, for a server that forks in between (nbdkit
+ * binds in .get_ready, where errors reach the user's terminal, and starts
+ * threads in .after_fork): hb_ctl_bind does everything but the thread
+ * (clients that connect meanwhile wait in the backlog); hb_ctl_run starts
+ * it (-EALREADY if it runs). The socket and the lock are inherited by a
+ * forked child. hb_ctl_stop releases a bound server too. */
+int hb_ctl_bind(const char *path, const struct hb_ctl_ops *ops, void *opaque,
+                struct hb_ctl **out, char *err, size_t errlen);
+int hb_ctl_run(struct hb_ctl *c, char *err, size_t errlen);
 /* Stop the thread (waiting for a running command), close every connection,
  * remove the socket. NULL is allowed. */
 void hb_ctl_stop(struct hb_ctl *c);

@@ -322,6 +322,22 @@ int hb_pread(struct hb_dev *d, void *buf, uint32_t count, uint64_t off)
   return read_range(d, buf, count, off);
 }
 
+bool hb_dev_prep_write(struct hb_dev *d, struct hb_req *req, void *buf, uint32_t count,
+                       uint64_t off, unsigned flags)
+{
+  if (!in_bounds(d, count, off) || count == 0 || off + count > d->disk.dio_end)
+    return false;
+  if (d->disk.direct && !hb_direct_ok(buf, off, count, d->disk.mem_align, d->disk.off_align))
+    return false;
+  req->op = HB_OP_WRITE;
+  req->fd = d->disk.fd;
+  req->buf = buf;
+  req->off = off;
+  req->len = count;
+  req->rw_flags = flags & HB_FUA ? RWF_DSYNC : 0;
+  return true;
+}
+
 void hb_dev_range_begin(struct hb_dev *d, struct hb_range *r, uint64_t off, uint64_t len)
 {
   hb_inflight_begin(&d->inflight, r, off, len);
@@ -354,6 +370,10 @@ int hb_pwrite(struct hb_dev *d, const void *buf, uint32_t count, uint64_t off,
     return -EINVAL;
   if (count == 0)
     return flags & HB_FUA ? hb_flush(d) : 0;
+  /* Standalone through the page cache, nothing needs ordering: the kernel
+   * writes any byte range without our read-modify-write. */
+  if (!d->disk.direct)
+    return hb_dev_write_locked(d, buf, count, off, flags);
   hb_inflight_begin(&d->inflight, &range, off, count);
   r = hb_dev_write_locked(d, buf, count, off, flags);
   hb_inflight_end(&d->inflight, &range);

@@ -9,6 +9,7 @@
 
 #include "hablock.h"
 #include "inflight.h"
+#include "loop.h"
 
 bool hb_dev_in_bounds(const struct hb_dev *d, uint64_t len, uint64_t off);
 /* The conflict check: wait for overlapping writes, then register [off, off+len). */
@@ -19,5 +20,11 @@ int hb_dev_write_locked(struct hb_dev *d, const void *buf, uint32_t count,
                         uint64_t off, unsigned flags);
 int hb_dev_trim_locked(struct hb_dev *d, uint32_t count, uint64_t off, unsigned flags);
 int hb_dev_zero_locked(struct hb_dev *d, uint32_t count, uint64_t off, unsigned flags);
+
+/* Fill req (an HB_OP_WRITE for a loop) to write buf straight to the disk,
+ * if the request needs no bounce buffer or read-modify-write; false when
+ * it does (use hb_pwrite instead). */
+bool hb_dev_prep_write(struct hb_dev *d, struct hb_req *req, void *buf, uint32_t count,
+                       uint64_t off, unsigned flags);
 
 #endif

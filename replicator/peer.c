@@ -25,6 +25,7 @@ enum link_state { L_DOWN, L_TLS, L_HELLO, L_UP, L_CLOSING };
 struct reply {                  /* an ACK/NACK on its way to the loop */
   struct hb_req req;
   struct hb_peer *peer;
+  uint64_t link;
   uint64_t id;
   int err;
   struct hb_txitem tx;
@@ -68,6 +69,7 @@ struct hb_peer {
   bool state_pending;
   struct hb_peer_io *pending, **pending_tail;
   uint64_t next_id;
+  uint64_t link_gen;            /* which connection this is (1, 2, ...) */
   unsigned char *rx;            /* plaintext frames */
   size_t rx_len, rx_cap;
   uint64_t last_rx_ns, last_tx_ns, attach_ns;
@@ -461,7 +463,7 @@ static void handle_frame(struct hb_peer *p, const struct hb_frame *f, const unsi
       }
       memcpy(copy, payload, f->payload_len);
     }
-    p->ev.apply(p->opaque, f, copy);
+    p->ev.apply(p->opaque, f, copy, p->link_gen);
     return;
   }
   case HB_WIRE_PING:
@@ -658,6 +660,7 @@ static void on_attach(struct hb_req *req)
   char err[256];
 
   p->fd = req->fd;
+  p->link_gen++;
   p->attach_ns = p->last_rx_ns = now_ns();
   if (!p->timer_busy) {
     p->timer_req.opaque = p;
@@ -713,8 +716,8 @@ static void on_reply(struct hb_req *req)
   struct hb_peer *p = r->peer;
   unsigned char nack[HB_WIRE_NACK_SIZE];
 
-  if (p->st != L_UP) {
-    free(r);
+  if (p->st != L_UP || r->link != p->link_gen) {
+    free(r);                    /* that connection is gone */
     return;
   }
   if (r->err) {
@@ -774,7 +777,7 @@ int hb_peer_io_wait(struct hb_peer_io *io)
   return io->result;
 }
 
-void hb_peer_reply(struct hb_peer *p, uint64_t id, int err)
+void hb_peer_reply_local(struct hb_peer *p, uint64_t link, uint64_t id, int err)
 {
   struct reply *r = calloc(1, sizeof *r);
 
@@ -783,6 +786,22 @@ void hb_peer_reply(struct hb_peer *p, uint64_t id, int err)
     return;
   }
   r->peer = p;
+  r->link = link;
+  r->id = id;
+  r->err = err;
+  on_reply(&r->req);
+}
+
+void hb_peer_reply(struct hb_peer *p, uint64_t link, uint64_t id, int err)
+{
+  struct reply *r = calloc(1, sizeof *r);
+
+  if (!r) {
+    hb_error("peer: out of memory for a reply");
+    return;
+  }
+  r->peer = p;
+  r->link = link;
   r->id = id;
   r->err = err;
   r->req = (struct hb_req) { .op = HB_OP_CALL, .complete = on_reply };

@@ -53,8 +53,9 @@ struct hb_peer_events {
   void (*up)(void *opaque, const struct hb_hello *remote);
   void (*down)(void *opaque, const char *why);
   /* A data frame (WRITE TRIM ZERO FLUSH) to apply; payload is malloc'd (4096
-   * aligned) and passes to the callee. Answer with hb_peer_reply(). */
-  void (*apply)(void *opaque, const struct hb_frame *f, void *payload);
+   * aligned) and passes to the callee. Answer with hb_peer_reply(), giving
+   * back link (which connection the frame came on). */
+  void (*apply)(void *opaque, const struct hb_frame *f, void *payload, uint64_t link);
   void (*state)(void *opaque, const struct hb_state_msg *s);
 };
 
@@ -85,8 +86,12 @@ bool hb_peer_up(const struct hb_peer *p);
 int hb_peer_send_io(struct hb_peer *p, struct hb_peer_io *io);
 int hb_peer_io_wait(struct hb_peer_io *io);
 
-/* Any thread: answer a frame from the peer (0: ACK, else NACK with -err). */
-void hb_peer_reply(struct hb_peer *p, uint64_t id, int err);
+/* Any thread: answer a frame from the peer (0: ACK, else NACK with -err).
+ * An answer for a connection that is gone is dropped: request ids belong to
+ * one connection. */
+void hb_peer_reply(struct hb_peer *p, uint64_t link, uint64_t id, int err);
+/* The same, from the loop thread itself (no hop). */
+void hb_peer_reply_local(struct hb_peer *p, uint64_t link, uint64_t id, int err);
 /* Any thread: tell the peer our role and disk state. */
 void hb_peer_send_state(struct hb_peer *p, const struct hb_state_msg *s);
 /* Any thread: allow or forbid connecting (hactl connect / disconnect);

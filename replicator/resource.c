@@ -31,6 +31,7 @@
 
 struct apply_item {
   struct apply_item *next;
+  uint64_t link;
   struct hb_frame f;
   void *payload;
 };
@@ -160,17 +161,54 @@ static void ev_state(void *opaque, const struct hb_state_msg *s)
   pthread_mutex_unlock(&r->lock);
 }
 
-static void ev_apply(void *opaque, const struct hb_frame *f, void *payload)
+struct direct_apply {
+  struct hb_req req;
+  struct hb_res *res;
+  uint64_t link, id;
+};
+
+static void direct_applied(struct hb_req *req)
+{
+  struct direct_apply *a = (struct direct_apply *) req;
+
+  if (req->res < 0)
+    hb_error("%s: applying the peer's WRITE at %llu: %s", a->res->cfg.name,
+             (unsigned long long) req->off, strerror(-req->res));
+  hb_peer_reply_local(a->res->peer, a->link, a->id, req->res);
+  free(req->buf);
+  free(a);
+}
+
+/* On the loop thread. A write that needs no read-modify-write goes to the
+ * disk through the loop's own ring, and its ACK leaves from the completion:
+ * no thread hop on the Secondary. The rest goes to the apply workers. */
+static void ev_apply(void *opaque, const struct hb_frame *f, void *payload, uint64_t link)
 {
   struct hb_res *r = opaque;
-  struct apply_item *it = malloc(sizeof *it);
+  struct apply_item *it;
+
+  if (f->type == HB_WIRE_WRITE && !__atomic_load_n(&r->primary, __ATOMIC_ACQUIRE)) {
+    struct direct_apply *a = calloc(1, sizeof *a);
+    unsigned flags = f->flags & HB_WIRE_F_FUA ? HB_FUA : 0;
+    if (a && hb_dev_prep_write(r->dev, &a->req, payload, f->count, f->offset, flags)) {
+      a->res = r;
+      a->link = link;
+      a->id = f->id;
+      a->req.complete = direct_applied;
+      hb_loop_submit_local(r->loop, &a->req);
+      return;
+    }
+    free(a);
+  }
+  it = malloc(sizeof *it);
 
   if (!it) {
     free(payload);
-    hb_peer_reply(r->peer, f->id, -ENOMEM);
+    hb_peer_reply(r->peer, link, f->id, -ENOMEM);
     return;
   }
   it->f = *f;
+  it->link = link;
   it->payload = payload;
   it->next = NULL;
   pthread_mutex_lock(&r->apply_lock);
@@ -231,7 +269,7 @@ static void *apply_main(void *arg)
       hb_error("%s: applying the peer's %s at %llu: %s", r->cfg.name,
                hb_wire_type_name(it->f.type), (unsigned long long) it->f.offset,
                strerror(-ret));
-    hb_peer_reply(r->peer, it->f.id, ret);
+    hb_peer_reply(r->peer, it->link, it->f.id, ret);
     free(it->payload);
     free(it);
   }
