@@ -3,7 +3,7 @@
  * add new ones at the end.
  *
  * One "#define NAME VALUE" per line, so that a shell script can read them:
- *   eval "$(sed -n 's/^#define \(HACTL_EXIT_[A-Z_]*\) *\([0-9]*\)$/\1=\2/p' hactl.h)"
+ *   eval "$(sed -n 's|^#define \(HACTL_EXIT_[A-Z_]*\) *\([0-9]*\).*|\1=\2|p' hactl.h)"
  */
 #ifndef HACTL_H
 #define HACTL_H

@@ -1072,6 +1072,7 @@ void hb_peer_stop(struct hb_peer *p)
     while (sem_wait(&done) < 0 && errno == EINTR)
       ;
   sem_destroy(&done);
+  p->loop = NULL;               /* stopped: a second call does nothing */
 }
 
 void hb_peer_free(struct hb_peer *p)

@@ -422,6 +422,10 @@ static int open_replicated(struct hb_res *r, const struct hb_params *p, char *er
   ret = hb_peer_new(&pc, &peer_events, r, &r->peer, err, errlen);
   if (ret < 0)
     return ret;
+  /* Bound now so that a busy socket is reported on the terminal. */
+  ret = hb_ctl_bind(self->control, &ctl_ops, r, &r->ctl, err, errlen);
+  if (ret < 0)
+    return ret;
   /* A node starts Secondary, its data not known to be UpToDate until the
    * operator says so (no metadata yet: a later issue keeps it on disk). */
   r->state = (struct hb_node_state) {
@@ -472,7 +476,7 @@ int hb_res_start(struct hb_res *r, char *err, size_t errlen)
   ret = hb_peer_start(r->peer, r->loop, err, errlen);
   if (ret < 0)
     return ret;
-  return hb_ctl_start(hb_config_self(&r->cfg)->control, &ctl_ops, r, &r->ctl, err, errlen);
+  return hb_ctl_run(r->ctl, err, errlen);
 }
 
 void hb_res_close(struct hb_res *r)
