@@ -322,6 +322,16 @@ int hb_pread(struct hb_dev *d, void *buf, uint32_t count, uint64_t off)
   return read_range(d, buf, count, off);
 }
 
+int hb_dev_write_now(const struct hb_req *req)
+{
+  return hb_pwrite_full(req->fd, req->buf, req->len, req->off, req->rw_flags);
+}
+
+bool hb_dev_is_direct(const struct hb_dev *d)
+{
+  return d->disk.direct;
+}
+
 bool hb_dev_prep_write(struct hb_dev *d, struct hb_req *req, void *buf, uint32_t count,
                        uint64_t off, unsigned flags)
 {

@@ -21,6 +21,9 @@ int hb_dev_write_locked(struct hb_dev *d, const void *buf, uint32_t count,
 int hb_dev_trim_locked(struct hb_dev *d, uint32_t count, uint64_t off, unsigned flags);
 int hb_dev_zero_locked(struct hb_dev *d, uint32_t count, uint64_t off, unsigned flags);
 
+bool hb_dev_is_direct(const struct hb_dev *d);
+/* Carry out a write that hb_dev_prep_write filled, with a plain syscall. */
+int hb_dev_write_now(const struct hb_req *req);
 /* Fill req (an HB_OP_WRITE for a loop) to write buf straight to the disk,
  * if the request needs no bounce buffer or read-modify-write; false when
  * it does (use hb_pwrite instead). */
