@@ -19,6 +19,7 @@
 
 #define PLAIN_BUFSIZE (256u << 10)
 #define RX_CHUNK (256u << 10)
+#define STAGE_SIZE (16u << 10)  /* one TLS record of small frames */
 
 enum link_state { L_DOWN, L_TLS, L_HELLO, L_UP, L_CLOSING };
 
@@ -62,6 +63,8 @@ struct hb_peer {
   bool rx_busy, tx_busy, timer_busy;
   size_t tx_inflight;           /* bytes of the channel's out run in the send */
   struct hb_txitem *txq, **txq_tail;
+  unsigned char stage[STAGE_SIZE];
+  size_t stage_len, stage_off;
   struct hb_txitem ctl_tx;      /* HELLO / PING / PONG / STATE: one at a time each */
   struct hb_txitem ping_tx, pong_tx, state_tx;
   bool ping_queued, pong_queued, state_queued;
@@ -232,6 +235,56 @@ static void state_written(struct hb_txitem *it)
 }
 
 /* Move queued frames into the channel, then start a send of its output. */
+static bool link_open(const struct hb_peer *p)
+{
+  return p->st == L_HELLO || p->st == L_UP;
+}
+
+static void txq_pop(struct hb_peer *p)
+{
+  struct hb_txitem *it = p->txq;
+  p->txq = it->next;
+  if (!p->txq)
+    p->txq_tail = &p->txq;
+  it->written(it);
+}
+
+/* Bytes of the head item's payload not yet taken. */
+static uint64_t ext_left(const struct hb_txitem *it)
+{
+  return it->done < it->head_len ? it->ext_len
+                                 : it->ext_len - (it->done - it->head_len);
+}
+
+/* Copy queued frames into the stage, so that many small frames (headers,
+ * ACKs, 4 KiB writes) become one TLS record and one write; a large payload
+ * is left for link_flush to write without the copy. */
+static void stage_fill(struct hb_peer *p)
+{
+  while (p->txq && p->stage_len < STAGE_SIZE) {
+    struct hb_txitem *it = p->txq;
+    size_t room = STAGE_SIZE - p->stage_len, n;
+
+    if (it->done < it->head_len) {
+      n = it->head_len - it->done;
+      if (n > room)
+        n = room;
+      memcpy(p->stage + p->stage_len, it->head + it->done, n);
+    } else {
+      uint64_t left = ext_left(it);
+      if (left > STAGE_SIZE / 2)
+        return;                 /* goes straight to the channel */
+      n = left < room ? (size_t) left : room;
+      memcpy(p->stage + p->stage_len, it->ext + (it->done - it->head_len), n);
+    }
+    p->stage_len += n;
+    it->done += n;
+    if (it->done == (uint64_t) it->head_len + it->ext_len)
+      txq_pop(p);
+  }
+}
+
+/* Move queued frames into the channel, then start a send of its output. */
 static void link_flush(struct hb_peer *p)
 {
   const void *out;
@@ -239,27 +292,40 @@ static void link_flush(struct hb_peer *p)
 
   if (p->st == L_DOWN)
     return;
-  while (p->txq && (p->st == L_HELLO || p->st == L_UP)) {
-    struct hb_txitem *it = p->txq;
-    uint64_t total = (uint64_t) it->head_len + it->ext_len;
-    const unsigned char *src = it->done < it->head_len
-                                 ? it->head + it->done
-                                 : it->ext + (it->done - it->head_len);
-    size_t len = it->done < it->head_len ? it->head_len - it->done
-                                         : (size_t) (total - it->done);
-    ssize_t w = ch_write(p, src, len);
+  while (link_open(p)) {
+    const unsigned char *src;
+    size_t len;
+    bool staged = p->stage_off < p->stage_len;
+    ssize_t w;
+
+    if (!staged) {
+      p->stage_off = p->stage_len = 0;
+      if (!p->txq)
+        break;
+      stage_fill(p);
+      staged = p->stage_len > 0;
+    }
+    if (staged) {
+      src = p->stage + p->stage_off;
+      len = p->stage_len - p->stage_off;
+    } else {                    /* a large payload, written in place */
+      struct hb_txitem *it = p->txq;
+      src = it->ext + (it->done - it->head_len);
+      len = (size_t) ext_left(it);
+    }
+    w = ch_write(p, src, len);
     if (w == -EAGAIN)
       break;
     if (w < 0) {
       link_fail(p, "TLS: %s", hb_tls_error(p->tls));
       return;
     }
-    it->done += (uint64_t) w;
-    if (it->done == total) {
-      p->txq = it->next;
-      if (!p->txq)
-        p->txq_tail = &p->txq;
-      it->written(it);
+    if (staged) {
+      p->stage_off += (size_t) w;
+    } else {
+      p->txq->done += (uint64_t) w;
+      if (ext_left(p->txq) == 0)
+        txq_pop(p);
     }
   }
   if (p->tx_busy)
@@ -301,6 +367,7 @@ static void link_finish(struct hb_peer *p)
   p->tls = NULL;
   p->st = L_DOWN;
   p->rx_len = 0;
+  p->stage_len = p->stage_off = 0;
   p->pout_len = p->pin_len = p->pin_off = 0;
   p->eof = false;
   pthread_mutex_lock(&p->lock);
