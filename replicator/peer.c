@@ -47,6 +47,7 @@ struct hb_peer {
   bool stopping;
   bool wanted;                  /* hactl connect/disconnect */
   bool busy;                    /* a socket is with the loop */
+  bool link_was_up;             /* that socket got as far as L_UP */
   struct hb_peer_info info;     /* under lock, for status */
   int up_flag;                  /* atomic hint for workers */
 
@@ -391,6 +392,7 @@ static void link_fail(struct hb_peer *p, const char *fmt, ...)
   __atomic_store_n(&p->up_flag, 0, __ATOMIC_RELEASE);
   pthread_mutex_lock(&p->lock);
   p->info.up = false;
+  p->info.tls_version[0] = p->info.tls_cipher[0] = p->info.tls_peer[0] = 0;
   pthread_mutex_unlock(&p->lock);
   p->st = L_CLOSING;
   /* Frames not yet in the channel are dropped; their owners hear below. */
@@ -441,6 +443,7 @@ static void link_up(struct hb_peer *p, const struct hb_hello *remote)
   snprintf(p->info.tls_peer, sizeof p->info.tls_peer, "%s",
            p->tls ? hb_tls_peer(p->tls) : remote->node_name);
   p->info.last_error[0] = 0;
+  p->link_was_up = true;
   pthread_mutex_unlock(&p->lock);
   __atomic_store_n(&p->up_flag, 1, __ATOMIC_RELEASE);
   hb_info("peer %s: connected (%s%s%s)", p->cfg.peer_name,
@@ -980,6 +983,25 @@ static void nap(struct hb_peer *p, unsigned ms)
   pthread_mutex_unlock(&p->lock);
 }
 
+/* Wait for the loop to be done with the socket; true when it got as far as
+ * a working link (then the backoff starts again from the bottom). */
+static bool link_worked(struct hb_peer *p)
+{
+  bool up;
+
+  pthread_mutex_lock(&p->lock);
+  while (!p->stopping && p->busy)
+    pthread_cond_wait(&p->cond, &p->lock);
+  up = p->link_was_up;
+  p->link_was_up = false;
+  pthread_mutex_unlock(&p->lock);
+  return up;
+}
+
+/* The node that connects backs off exponentially (100 ms to 5 s, +-25 %
+ * jitter) after every attempt that did not give a working link, whether
+ * the connect failed or the handshake was refused: a peer that keeps
+ * refusing us is not hammered. */
 static void *connector_main(void *arg)
 {
   struct hb_peer *p = arg;
@@ -997,7 +1019,7 @@ static void *connector_main(void *arg)
       continue;
     }
     struct addrinfo *res;
-    char err[256];
+    char err[256] = "";
     int fd = -1;
     if (resolve(p->cfg.peer_host, p->cfg.peer_port, false, &res, err, sizeof err) == 0) {
       for (struct addrinfo *ai = res; ai && fd < 0; ai = ai->ai_next) {
@@ -1012,12 +1034,14 @@ static void *connector_main(void *arg)
       freeaddrinfo(res);
     }
     if (fd >= 0) {
-      backoff = 100;
       hand_over(p, fd, true);
-      continue;
+      if (link_worked(p)) {
+        backoff = 100;
+        continue;
+      }
+    } else {
+      set_info_error(p, err);
     }
-    set_info_error(p, err);
-    /* exponential backoff with +-25% jitter, at most 5 s */
     unsigned jitter = backoff / 2 ? (unsigned) rand_r(&seed) % (backoff / 2) : 0;
     nap(p, backoff - backoff / 4 + jitter);
     backoff = backoff * 2 > 5000 ? 5000 : backoff * 2;

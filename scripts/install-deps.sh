@@ -8,7 +8,7 @@ packages=(
   gcc meson ninja-build pkg-config
   nbdkit nbdkit-plugin-dev liburing-dev libaio-dev libssl-dev libinih-dev libcmocka-dev
   # clients and tools used by the tests, the demo and the benchmark
-  libnbd-bin python3-libnbd nbdfuse fuse3 fio qemu-utils qemu-system-x86 qemu-block-extra
+  libnbd-bin python3-libnbd fuse3 fio   # libnbd-bin carries nbdfuse qemu-utils qemu-system-x86 qemu-block-extra
   e2fsprogs util-linux openssl iproute2 nftables procps psmisc
   # the kernel NBD client test: a tiny VM with Debian's kernel and nbd-client
   linux-image-amd64 busybox-static nbd-client cpio

@@ -331,3 +331,31 @@ for_each_backend() {
         done
     done
 }
+
+# ---- more two-node helpers ---------------------------------------------------
+
+# pair_port NODE: the TCP port of NODE's replication address in make_pair's
+# configuration $T/r0.conf (alpha listens there; bravo connects to alpha's).
+pair_port() {
+    sed -n "/^\\[node $1\\]/,/^\\[/s/^address = .*:\\([0-9]*\\)\$/\\1/p" "$T/r0.conf"
+}
+
+# log_mark NAME: remember how many lines server NAME's log has now;
+# log_since NAME: print the lines it logged after the mark.
+declare -A HB_LOGMARK=()
+log_mark()  { HB_LOGMARK[$1]=$(wc -l <"${HB_LOG[$1]}"); }
+log_since() { tail -n "+$(( ${HB_LOGMARK[$1]:-0} + 1 ))" "${HB_LOG[$1]}"; }
+
+# ---- a server under a command prefix (added for t0230: network namespaces) --
+# start_hablock_under PREFIX... -- START_HABLOCK-ARGS...: start_hablock with
+# nbdkit run under PREFIX, e.g. `ip netns exec NS`. PREFIX must exec nbdkit
+# in place (ip netns exec, env, nice do), so HB_PID stays nbdkit's own PID.
+start_hablock_under() {
+    local -a saved=("${NBDKIT[@]}") prefix=()
+    while [[ $# -gt 0 && $1 != -- ]]; do prefix+=("$1"); shift; done
+    [[ $# -gt 0 ]] || { fail "start_hablock_under: no -- after the prefix"; return 1; }
+    shift
+    NBDKIT=("${prefix[@]}" "${saved[@]}")
+    start_hablock "$@"
+    NBDKIT=("${saved[@]}")
+}
