@@ -14,6 +14,7 @@
 
 /* Debug flags (-D hablock.NAME=1): fault hooks for tests, not parameters. */
 NBDKIT_DLL_PUBLIC int hablock_debug_force_aio_fallback = 0;
+NBDKIT_DLL_PUBLIC int hablock_debug_fail_flush = 0;
 
 static struct hb_params params;
 static struct hb_res *res;
@@ -66,6 +67,7 @@ static int hablock_config_complete(void)
   char err[HB_ERRLEN];
 
   params.force_aio_fallback = hablock_debug_force_aio_fallback != 0;
+  params.fail_flush = hablock_debug_fail_flush != 0;
   if (hb_params_check(&params, err, sizeof err) < 0) {
     nbdkit_error("%s", err);
     return -1;

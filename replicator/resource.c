@@ -50,6 +50,7 @@ struct hb_res {
   struct hb_bitmap bitmap;
   bool peer_oos;
   bool declare_pair;            /* next STATE tells the peer: pair identical */
+  bool fail_flush;              /* debug flag: fail the peer's FLUSH */
   int primary;                  /* atomic copy of state.role == Primary */
   /* the Secondary's apply workers */
   pthread_t apply_thr[APPLY_THREADS];
@@ -269,7 +270,7 @@ static void *apply_main(void *arg)
         ret = hb_zero(r->dev, it->f.count, it->f.offset, flags);
         break;
       default:
-        ret = hb_flush(r->dev);
+        ret = r->fail_flush ? -EIO : hb_flush(r->dev);
         break;
       }
     }
@@ -388,6 +389,7 @@ static int open_replicated(struct hb_res *r, const struct hb_params *p, char *er
   if (ret < 0)
     return ret;
   r->replicated = true;
+  r->fail_flush = p->fail_flush;
   self = hb_config_self(&r->cfg);
   peer = hb_config_peer(&r->cfg);
   if (r->cfg.tls == HB_TLS_OFF)
@@ -707,8 +709,19 @@ int hb_res_flush(struct hb_res *r)
   sent = hb_peer_send_io(r->peer, &io) == 0;
   ret = hb_flush(r->dev);
   pr = sent ? hb_peer_io_wait(&io) : 0;
-  if (pr != 0 && pr != -ENOTCONN)
-    hb_error("%s: the peer failed a flush: %s", r->cfg.name, strerror(-pr));
+  if (pr != 0 && pr != -ENOTCONN) {
+    /* The peer acknowledged writes that it now cannot make durable: which
+     * ones we cannot tell, so the whole device counts as out of sync (no
+     * reconnection without a full resync) and we go on alone, as with a
+     * peer whose disk failed. The client's data are durable here. */
+    hb_error("%s: the peer failed a flush (%s): its disk is failing; going on alone",
+             r->cfg.name, strerror(-pr));
+    mark_oos(r, 0, hb_dev_size(r->dev));
+    hb_peer_set_wanted(r->peer, false);
+    pthread_mutex_lock(&r->lock);
+    r->state.conn = HB_CONN_STANDALONE;
+    pthread_mutex_unlock(&r->lock);
+  }
   return ret;
 }
 
