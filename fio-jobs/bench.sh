@@ -195,7 +195,7 @@ start_hablock-repl() {
 
 repl_field() {  # NODE FIELD VALUE
   "$HACTL" --socket "$WORK/$1.ctl" status --json 2>/dev/null |
-    "$PY" -c 'import json,sys; sys.exit(json.load(sys.stdin)[sys.argv[1]] != sys.argv[2])' "$2" "$3"
+    "$PY" -c 'import json,sys; sys.exit(json.load(sys.stdin)[sys.argv[1]] != sys.argv[2])' "$2" "$3" 2>/dev/null
 }
 
 wait_cond() {  # WHAT CMD...: poll with a deadline
