@@ -847,35 +847,34 @@ int hb_peer_io_wait(struct hb_peer_io *io)
   return io->result;
 }
 
-void hb_peer_reply_local(struct hb_peer *p, uint64_t link, uint64_t id, int err)
+static struct reply *new_reply(struct hb_peer *p, uint64_t link, uint64_t id, int err)
 {
   struct reply *r = calloc(1, sizeof *r);
 
   if (!r) {
     hb_error("peer: out of memory for a reply");
-    return;
-  }
-  r->peer = p;
-  r->link = link;
-  r->id = id;
-  r->err = err;
-  on_reply(&r->req);
-}
-
-void hb_peer_reply(struct hb_peer *p, uint64_t link, uint64_t id, int err)
-{
-  struct reply *r = calloc(1, sizeof *r);
-
-  if (!r) {
-    hb_error("peer: out of memory for a reply");
-    return;
+    return NULL;
   }
   r->peer = p;
   r->link = link;
   r->id = id;
   r->err = err;
   r->req = (struct hb_req) { .op = HB_OP_CALL, .complete = on_reply };
-  hb_loop_submit(p->loop, &r->req);
+  return r;
+}
+
+void hb_peer_reply_local(struct hb_peer *p, uint64_t link, uint64_t id, int err)
+{
+  struct reply *r = new_reply(p, link, id, err);
+  if (r)
+    on_reply(&r->req);
+}
+
+void hb_peer_reply(struct hb_peer *p, uint64_t link, uint64_t id, int err)
+{
+  struct reply *r = new_reply(p, link, id, err);
+  if (r)
+    hb_loop_submit(p->loop, &r->req);
 }
 
 static void on_state(struct hb_req *req)
