@@ -219,11 +219,19 @@ static void queue_state(struct hb_peer *p)
   unsigned char buf[HB_WIRE_STATE_SIZE];
   struct hb_frame f = { .type = HB_WIRE_STATE, .payload_len = HB_WIRE_STATE_SIZE };
 
-  if (p->state_queued || !p->state_pending || p->st != L_UP)
+  struct hb_state_msg next;
+
+  if (p->state_queued || p->st != L_UP)
     return;
-  hb_wire_encode_state(&p->state_next, buf, sizeof buf);
-  build(&p->state_tx, &f, buf, sizeof buf, NULL, state_written);
+  pthread_mutex_lock(&p->lock);
+  bool pending = p->state_pending;
+  next = p->state_next;
   p->state_pending = false;
+  pthread_mutex_unlock(&p->lock);
+  if (!pending)
+    return;
+  hb_wire_encode_state(&next, buf, sizeof buf);
+  build(&p->state_tx, &f, buf, sizeof buf, NULL, state_written);
   p->state_queued = true;
   txq_push(p, &p->state_tx);
 }
@@ -342,6 +350,17 @@ static void link_flush(struct hb_peer *p)
   hb_loop_submit_local(p->loop, &p->tx_req);
 }
 
+/* A request the peer will not answer: the resource records it as out of
+ * sync here, on the loop thread, before the worker is woken and before any
+ * later handshake can look at the out-of-sync count. */
+static void io_lost(struct hb_peer *p, struct hb_peer_io *io)
+{
+  io->result = -ENOTCONN;
+  if (p->ev.lost)
+    p->ev.lost(p->opaque, &io->frame);
+  sem_post(&io->done);
+}
+
 static void fail_pending(struct hb_peer *p)
 {
   struct hb_peer_io *io = p->pending;
@@ -350,8 +369,7 @@ static void fail_pending(struct hb_peer *p)
   p->pending_tail = &p->pending;
   while (io) {
     struct hb_peer_io *next = io->next;
-    io->result = -ENOTCONN;
-    sem_post(&io->done);
+    io_lost(p, io);
     io = next;
   }
 }
@@ -464,6 +482,11 @@ static void handle_ack(struct hb_peer *p, const struct hb_frame *f, const unsign
     pp = &(*pp)->next;
   if (!(io = *pp)) {
     link_fail(p, "%s for unknown request id %llu", hb_wire_type_name(f->type),
+              (unsigned long long) f->id);
+    return;
+  }
+  if (!io->sent) {              /* its bytes are still ours to send */
+    link_fail(p, "%s for request %llu before it was sent", hb_wire_type_name(f->type),
               (unsigned long long) f->id);
     return;
   }
@@ -613,6 +636,10 @@ static void link_process(struct hb_peer *p)
         link_fail(p, "bad frame from peer: %s", msg);
         return;
       }
+      if (p->st == L_HELLO && f.type != HB_WIRE_HELLO) {
+        link_fail(p, "%s frame before the handshake", hb_wire_type_name(f.type));
+        return;
+      }
       if (p->rx_len - off < HB_WIRE_HDR_SIZE + (size_t) f.payload_len)
         break;
       handle_frame(p, &f, p->rx + off + HB_WIRE_HDR_SIZE);
@@ -756,23 +783,30 @@ static void on_attach(struct hb_req *req)
 }
 
 /* A worker's request reaches the loop. */
+static void io_written(struct hb_txitem *it);
+
 static void on_io(struct hb_req *req)
 {
   struct hb_peer_io *io = (struct hb_peer_io *) req;
   struct hb_peer *p = io->peer;
 
   if (p->st != L_UP) {
-    io->result = -ENOTCONN;
-    sem_post(&io->done);
+    io_lost(p, io);
     return;
   }
   io->frame.id = ++p->next_id;
-  build(&io->tx, &io->frame, NULL, 0, io->frame.payload_len ? io->payload : NULL, ctl_written);
+  io->sent = false;
+  build(&io->tx, &io->frame, NULL, 0, io->frame.payload_len ? io->payload : NULL, io_written);
   io->next = NULL;
   *p->pending_tail = io;
   p->pending_tail = &io->next;
   txq_push(p, &io->tx);
   link_flush(p);
+}
+
+static void io_written(struct hb_txitem *it)
+{
+  ((struct hb_peer_io *) ((char *) it - offsetof(struct hb_peer_io, tx)))->sent = true;
 }
 
 static void reply_written(struct hb_txitem *it)
@@ -962,7 +996,13 @@ static void hand_over(struct hb_peer *p, int fd, bool we_connected)
   pthread_mutex_unlock(&p->lock);
   p->attach_req = (struct hb_req) { .op = HB_OP_CALL, .complete = on_attach, .opaque = p,
                                     .fd = fd, .mode = we_connected };
-  hb_loop_submit(p->loop, &p->attach_req);
+  if (hb_loop_submit(p->loop, &p->attach_req) < 0) {
+    hb_error("peer %s: cannot hand the connection to the loop thread", p->cfg.peer_name);
+    close(fd);
+    pthread_mutex_lock(&p->lock);
+    p->busy = false;
+    pthread_mutex_unlock(&p->lock);
+  }
 }
 
 /* Sleep up to ms, waking early when stopping. */

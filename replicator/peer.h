@@ -42,6 +42,7 @@ struct hb_peer_io {
   struct hb_txitem tx;
   struct hb_peer_io *next;      /* the link's list of requests awaiting ACK */
   int result;                   /* 0 ACK, -errno NACK, -ENOTCONN link lost */
+  bool sent;                    /* all its bytes are in the channel */
   sem_t done;
 };
 
@@ -57,6 +58,10 @@ struct hb_peer_events {
    * back link (which connection the frame came on). */
   void (*apply)(void *opaque, const struct hb_frame *f, void *payload, uint64_t link);
   void (*state)(void *opaque, const struct hb_state_msg *s);
+  /* A worker's request that the peer will not answer (the link is down or
+   * went down): called before the worker wakes, so that whatever it
+   * records is in place before any later handshake. */
+  void (*lost)(void *opaque, const struct hb_frame *f);
 };
 
 struct hb_peer_config {

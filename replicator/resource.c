@@ -284,7 +284,14 @@ static void *apply_main(void *arg)
   }
 }
 
+static void ev_lost(void *opaque, const struct hb_frame *f)
+{
+  if (f->type != HB_WIRE_FLUSH)
+    mark_oos(opaque, f->offset, f->count);
+}
+
 static const struct hb_peer_events peer_events = {
+  .lost = ev_lost,
   .make_hello = ev_make_hello,
   .hello = ev_hello,
   .up = ev_up,
@@ -636,15 +643,32 @@ static int replicate(struct hb_res *r, uint16_t type, const void *buf, uint32_t 
              (type == HB_WIRE_ZERO && (flags & HB_MAY_TRIM) ? HB_WIRE_F_MAY_TRIM : 0),
   };
   io.payload = buf;
-  sent = hb_peer_send_io(r->peer, &io) == 0;
+  /* Decide "replicate or record" under the lock the handshake takes, and
+   * record before writing: a handshake can never look at an out-of-sync
+   * count that a write in progress is about to raise. Once handed to the
+   * link, a request the peer does not answer is recorded by ev_lost. */
+  pthread_mutex_lock(&r->lock);
+  sent = hb_conn_is_connected(r->state.conn);
+  bool first = !sent && r->state.oos_bytes == 0;
+  if (!sent)
+    hb_state_write_without_peer(&r->state, &r->bitmap, off, count);
+  pthread_mutex_unlock(&r->lock);
+  if (first)
+    hb_info("%s: writing without the peer: changed blocks are recorded as out of sync",
+            r->cfg.name);
+  if (sent && hb_peer_send_io(r->peer, &io) < 0) {
+    mark_oos(r, off, count);      /* the link went down in between */
+    sent = false;
+  }
   ret = local(r, buf, count, off, flags);
-  pr = sent ? hb_peer_io_wait(&io) : -ENOTCONN;
-  if (pr != 0) {
-    if (pr != -ENOTCONN)
-      hb_error("%s: the peer failed %s at %llu: %s", r->cfg.name, hb_wire_type_name(type),
-               (unsigned long long) off, strerror(-pr));
+  pr = sent ? hb_peer_io_wait(&io) : 0;
+  if (pr != 0 && pr != -ENOTCONN) {
+    hb_error("%s: the peer failed %s at %llu: %s", r->cfg.name, hb_wire_type_name(type),
+             (unsigned long long) off, strerror(-pr));
     mark_oos(r, off, count);
   }
+  if (ret < 0 && sent && pr == 0)
+    mark_oos(r, off, count);      /* the peer has it and we do not */
   hb_dev_range_end(r->dev, &range);
   return ret;
 }
@@ -652,11 +676,6 @@ static int replicate(struct hb_res *r, uint16_t type, const void *buf, uint32_t 
 static int local_write(struct hb_res *r, const void *buf, uint32_t count, uint64_t off, unsigned flags)
 {
   return hb_dev_write_locked(r->dev, buf, count, off, flags);
-}
-
-static int local_trim(struct hb_res *r, const void *buf, uint32_t count, uint64_t off, unsigned flags)
-{
-  return hb_dev_trim_locked(r->dev, count, off, flags);
 }
 
 static int local_zero(struct hb_res *r, const void *buf, uint32_t count, uint64_t off, unsigned flags)
@@ -680,7 +699,10 @@ int hb_res_trim(struct hb_res *r, uint32_t count, uint64_t off, unsigned flags)
 {
   if (!r->replicated)
     return hb_trim(r->dev, count, off, flags);
-  return replicate(r, HB_WIRE_TRIM, NULL, count, off, flags, local_trim);
+  /* Trim is advisory, and two disks may discard differently (one reads
+   * zeroes after it, the other old data): replicated, it is a zero that may
+   * punch holes, whose result is defined on both nodes. */
+  return replicate(r, HB_WIRE_ZERO, NULL, count, off, flags | HB_MAY_TRIM, local_zero);
 }
 
 int hb_res_zero(struct hb_res *r, uint32_t count, uint64_t off, unsigned flags)
