@@ -60,6 +60,7 @@ struct hb_peer {
   unsigned char *pin;           /* plaintext mode: in buffer */
   size_t pin_off, pin_len;
   bool eof;
+  bool rx_paused;               /* the apply side is full: no recv until it drains */
   struct hb_req rx_req, tx_req, timer_req, attach_req, want_req;
   bool rx_busy, tx_busy, timer_busy;
   size_t tx_inflight;           /* bytes of the channel's out run in the send */
@@ -386,6 +387,7 @@ static void link_finish(struct hb_peer *p)
   p->tls = NULL;
   p->st = L_DOWN;
   p->rx_len = 0;
+  p->rx_paused = false;
   p->stage_len = p->stage_off = 0;
   p->pout_len = p->pin_len = p->pin_off = 0;
   p->eof = false;
@@ -556,7 +558,8 @@ static void handle_frame(struct hb_peer *p, const struct hb_frame *f, const unsi
       }
       memcpy(copy, payload, f->payload_len);
     }
-    p->ev.apply(p->opaque, f, copy, p->link_gen);
+    if (!p->ev.apply(p->opaque, f, copy, p->link_gen))
+      p->rx_paused = true;      /* finish what is buffered, read no more */
     return;
   }
   case HB_WIRE_PING:
@@ -678,7 +681,7 @@ static void on_recv(struct hb_req *req)
   if (p->st != L_CLOSING && p->st != L_DOWN) {
     if (p->eof)
       link_fail(p, "peer closed the connection");
-    else
+    else if (!p->rx_paused)
       link_post_recv(p);
   }
 }
@@ -843,6 +846,30 @@ static void on_want(struct hb_req *req)
   if (req->mode == 0 && (p->st == L_TLS || p->st == L_HELLO || p->st == L_UP))
     link_fail(p, "disconnected by the operator");
   free(req);
+}
+
+static void on_resume(struct hb_req *req)
+{
+  struct hb_peer *p = req->opaque;
+
+  if (p->rx_paused) {
+    p->rx_paused = false;
+    if (p->st == L_HELLO || p->st == L_UP)
+      link_post_recv(p);
+  }
+  free(req);
+}
+
+void hb_peer_resume(struct hb_peer *p)
+{
+  struct hb_req *req = calloc(1, sizeof *req);
+
+  if (!req) {
+    hb_error("peer: out of memory to resume reading");
+    return;
+  }
+  *req = (struct hb_req) { .op = HB_OP_CALL, .complete = on_resume, .opaque = p };
+  hb_loop_submit(p->loop, req);
 }
 
 static void on_stop(struct hb_req *req)

@@ -55,8 +55,10 @@ struct hb_peer_events {
   void (*down)(void *opaque, const char *why);
   /* A data frame (WRITE TRIM ZERO FLUSH) to apply; payload is malloc'd (4096
    * aligned) and passes to the callee. Answer with hb_peer_reply(), giving
-   * back link (which connection the frame came on). */
-  void (*apply)(void *opaque, const struct hb_frame *f, void *payload, uint64_t link);
+   * back link (which connection the frame came on). Return false when the
+   * callee holds as much as it will: the link reads nothing more from the
+   * socket until hb_peer_resume(). */
+  bool (*apply)(void *opaque, const struct hb_frame *f, void *payload, uint64_t link);
   void (*state)(void *opaque, const struct hb_state_msg *s);
   /* A worker's request that the peer will not answer (the link is down or
    * went down): called before the worker wakes, so that whatever it
@@ -97,6 +99,8 @@ int hb_peer_io_wait(struct hb_peer_io *io);
 void hb_peer_reply(struct hb_peer *p, uint64_t link, uint64_t id, int err);
 /* The same, from the loop thread itself (no hop). */
 void hb_peer_reply_local(struct hb_peer *p, uint64_t link, uint64_t id, int err);
+/* Any thread: the apply side has room again (after apply returned false). */
+void hb_peer_resume(struct hb_peer *p);
 /* Any thread: tell the peer our role and disk state. */
 void hb_peer_send_state(struct hb_peer *p, const struct hb_state_msg *s);
 /* Any thread: allow or forbid connecting (hactl connect / disconnect);

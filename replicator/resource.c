@@ -28,6 +28,11 @@
 #include "wire.h"
 
 #define APPLY_THREADS 4
+/* Requests from the peer being applied at once, at most: past this the link
+ * stops reading the socket until half of them are done (an authenticated
+ * peer still cannot make us hold unbounded memory). */
+#define APPLY_HIGH 64
+#define APPLY_LOW  (APPLY_HIGH / 2)
 
 struct apply_item {
   struct apply_item *next;
@@ -59,6 +64,8 @@ struct hb_res {
   pthread_cond_t apply_cond;
   struct apply_item *apply_head, **apply_tail;
   bool apply_stop;
+  int applying;                 /* peer requests received, not yet answered */
+  int apply_paused;             /* the link was told to stop reading */
 };
 
 /* ---- state ---- */
@@ -168,6 +175,14 @@ struct direct_apply {
   uint64_t link, id;
 };
 
+/* A peer request is answered: let the link read again when room is back. */
+static void apply_done(struct hb_res *r)
+{
+  int left = __atomic_sub_fetch(&r->applying, 1, __ATOMIC_ACQ_REL);
+  if (left <= APPLY_LOW && __atomic_exchange_n(&r->apply_paused, 0, __ATOMIC_ACQ_REL))
+    hb_peer_resume(r->peer);
+}
+
 static void direct_applied(struct hb_req *req)
 {
   struct direct_apply *a = (struct direct_apply *) req;
@@ -176,6 +191,7 @@ static void direct_applied(struct hb_req *req)
     hb_error("%s: applying the peer's WRITE at %llu: %s", a->res->cfg.name,
              (unsigned long long) req->off, strerror(-req->res));
   hb_peer_reply_local(a->res->peer, a->link, a->id, req->res);
+  apply_done(a->res);
   free(req->buf);
   free(a);
 }
@@ -183,9 +199,27 @@ static void direct_applied(struct hb_req *req)
 /* On the loop thread. A write that needs no read-modify-write goes to the
  * disk through the loop's own ring, and its ACK leaves from the completion:
  * no thread hop on the Secondary. The rest goes to the apply workers. */
-static void ev_apply(void *opaque, const struct hb_frame *f, void *payload, uint64_t link)
+static void apply_queue(struct hb_res *r, const struct hb_frame *f, void *payload,
+                        uint64_t link);
+
+static bool ev_apply(void *opaque, const struct hb_frame *f, void *payload, uint64_t link)
 {
   struct hb_res *r = opaque;
+  bool room = __atomic_add_fetch(&r->applying, 1, __ATOMIC_ACQ_REL) < APPLY_HIGH;
+
+  if (!room)
+    __atomic_store_n(&r->apply_paused, 1, __ATOMIC_RELEASE);
+  apply_queue(r, f, payload, link);
+  /* Answers that came in between may have missed the pause: check again. */
+  if (!room && __atomic_load_n(&r->applying, __ATOMIC_ACQUIRE) <= APPLY_LOW &&
+      __atomic_exchange_n(&r->apply_paused, 0, __ATOMIC_ACQ_REL))
+    return true;
+  return room;
+}
+
+static void apply_queue(struct hb_res *r, const struct hb_frame *f, void *payload,
+                        uint64_t link)
+{
   struct apply_item *it;
 
   if (f->type == HB_WIRE_WRITE && !__atomic_load_n(&r->primary, __ATOMIC_ACQUIRE)) {
@@ -214,6 +248,7 @@ static void ev_apply(void *opaque, const struct hb_frame *f, void *payload, uint
   if (!it) {
     free(payload);
     hb_peer_reply(r->peer, link, f->id, -ENOMEM);
+    apply_done(r);
     return;
   }
   it->f = *f;
@@ -279,6 +314,7 @@ static void *apply_main(void *arg)
                hb_wire_type_name(it->f.type), (unsigned long long) it->f.offset,
                strerror(-ret));
     hb_peer_reply(r->peer, it->link, it->f.id, ret);
+    apply_done(r);
     free(it->payload);
     free(it);
   }
