@@ -366,8 +366,7 @@ bool hb_dev_in_bounds(const struct hb_dev *d, uint64_t len, uint64_t off)
 int hb_dev_write_locked(struct hb_dev *d, const void *buf, uint32_t count,
                         uint64_t off, unsigned flags)
 {
-  int r = write_range(d, buf, count, off, flags & HB_FUA ? RWF_DSYNC : 0);
-  return r;
+  return write_range(d, buf, count, off, flags & HB_FUA ? RWF_DSYNC : 0);
 }
 
 int hb_pwrite(struct hb_dev *d, const void *buf, uint32_t count, uint64_t off,

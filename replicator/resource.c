@@ -88,15 +88,28 @@ static void send_state_locked(struct hb_res *r)
     hb_peer_send_state(r->peer, &s);
 }
 
-static void mark_oos(struct hb_res *r, uint64_t off, uint64_t len)
+/* Record [off, off+len) as out of sync; with unless_connected, only when
+ * the link is not up (deciding under the lock the handshake takes).
+ * Returns whether it recorded. */
+static bool record_oos(struct hb_res *r, uint64_t off, uint64_t len, bool unless_connected)
 {
+  bool record, first;
+
   pthread_mutex_lock(&r->lock);
-  bool first = r->state.oos_bytes == 0;
-  hb_state_write_without_peer(&r->state, &r->bitmap, off, len);
+  record = !unless_connected || !hb_conn_is_connected(r->state.conn);
+  first = record && r->state.oos_bytes == 0;
+  if (record)
+    hb_state_write_without_peer(&r->state, &r->bitmap, off, len);
   pthread_mutex_unlock(&r->lock);
   if (first)
     hb_info("%s: writing without the peer: changed blocks are recorded as out of sync",
             r->cfg.name);
+  return record;
+}
+
+static void mark_oos(struct hb_res *r, uint64_t off, uint64_t len)
+{
+  record_oos(r, off, len, false);
 }
 
 /* ---- peer events (loop thread) ---- */
@@ -683,15 +696,7 @@ static int replicate(struct hb_res *r, uint16_t type, const void *buf, uint32_t 
    * record before writing: a handshake can never look at an out-of-sync
    * count that a write in progress is about to raise. Once handed to the
    * link, a request the peer does not answer is recorded by ev_lost. */
-  pthread_mutex_lock(&r->lock);
-  sent = hb_conn_is_connected(r->state.conn);
-  bool first = !sent && r->state.oos_bytes == 0;
-  if (!sent)
-    hb_state_write_without_peer(&r->state, &r->bitmap, off, count);
-  pthread_mutex_unlock(&r->lock);
-  if (first)
-    hb_info("%s: writing without the peer: changed blocks are recorded as out of sync",
-            r->cfg.name);
+  sent = !record_oos(r, off, count, true);
   if (sent && hb_peer_send_io(r->peer, &io) < 0) {
     mark_oos(r, off, count);      /* the link went down in between */
     sent = false;
