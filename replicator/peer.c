@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bufpool.h"
 #include "log.h"
 #include "peer.h"
 
@@ -77,6 +78,9 @@ struct hb_peer {
   uint64_t link_gen;            /* which connection this is (1, 2, ...) */
   unsigned char *rx;            /* plaintext frames */
   size_t rx_len, rx_cap;
+  struct hb_frame rxd_frame;    /* a WRITE whose data is being received */
+  unsigned char *rxd;           /* straight into its own buffer (bufpool) */
+  size_t rxd_got;
   uint64_t last_rx_ns, last_tx_ns, attach_ns;
   char why[256];
 };
@@ -387,6 +391,8 @@ static void link_finish(struct hb_peer *p)
   p->tls = NULL;
   p->st = L_DOWN;
   p->rx_len = 0;
+  hb_buf_free(p->rxd, p->rxd_frame.payload_len);
+  p->rxd = NULL;
   p->rx_paused = false;
   p->stage_len = p->stage_off = 0;
   p->pout_len = p->pin_len = p->pin_off = 0;
@@ -546,22 +552,12 @@ static void handle_frame(struct hb_peer *p, const struct hb_frame *f, const unsi
   case HB_WIRE_NACK:
     handle_ack(p, f, payload);
     return;
-  case HB_WIRE_WRITE:
   case HB_WIRE_TRIM:
   case HB_WIRE_ZERO:
-  case HB_WIRE_FLUSH: {
-    void *copy = NULL;
-    if (f->payload_len) {
-      if (posix_memalign(&copy, 4096, f->payload_len)) {
-        link_fail(p, "out of memory for a %u-byte write", f->payload_len);
-        return;
-      }
-      memcpy(copy, payload, f->payload_len);
-    }
-    if (!p->ev.apply(p->opaque, f, copy, p->link_gen))
+  case HB_WIRE_FLUSH:
+    if (!p->ev.apply(p->opaque, f, NULL, p->link_gen))
       p->rx_paused = true;      /* finish what is buffered, read no more */
     return;
-  }
   case HB_WIRE_PING:
     if (!p->pong_queued) {
       struct hb_frame pong = { .type = HB_WIRE_PONG, .id = f->id };
@@ -587,11 +583,120 @@ static void handle_frame(struct hb_peer *p, const struct hb_frame *f, const unsi
   }
 }
 
+/* A WRITE whose data is all here: to the apply side, which owns it now. */
+static void apply_data(struct hb_peer *p, const struct hb_frame *f, unsigned char *data)
+{
+  if (!p->ev.apply(p->opaque, f, data, p->link_gen))
+    p->rx_paused = true;        /* finish what is buffered, read no more */
+}
+
+/* A WRITE's header: its data goes into a buffer of its own, the part
+ * already in rx by one copy and the rest straight from the channel, so
+ * that a large write is never copied twice nor moved about in rx. Returns
+ * the bytes of rx used (header and data), 0 when the link failed. */
+static size_t begin_data(struct hb_peer *p, const struct hb_frame *f,
+                         const unsigned char *at, size_t avail)
+{
+  size_t have = avail - HB_WIRE_HDR_SIZE;
+  unsigned char *buf;
+  char msg[256];
+
+  if (hb_wire_check_range(f, p->cfg.size, msg, sizeof msg) < 0) {
+    link_fail(p, "%s", msg);
+    return 0;
+  }
+  buf = hb_buf_alloc(f->payload_len);
+  if (!buf) {
+    link_fail(p, "out of memory for a %u-byte write", f->payload_len);
+    return 0;
+  }
+  if (have > f->payload_len)
+    have = f->payload_len;
+  memcpy(buf, at + HB_WIRE_HDR_SIZE, have);
+  if (have == f->payload_len) {
+    apply_data(p, f, buf);
+  } else {
+    p->rxd_frame = *f;
+    p->rxd = buf;
+    p->rxd_got = have;
+  }
+  return HB_WIRE_HDR_SIZE + have;
+}
+
+/* Read from the channel: into the data buffer of a WRITE being received,
+ * or into rx. Returns bytes read, -EAGAIN, 0 at the end, or -1 after
+ * link_fail. */
+static ssize_t link_read(struct hb_peer *p)
+{
+  ssize_t n;
+
+  if (p->rxd) {
+    n = ch_read(p, p->rxd + p->rxd_got, p->rxd_frame.payload_len - p->rxd_got);
+  } else {
+    if (p->rx_cap - p->rx_len < RX_CHUNK) {
+      size_t cap = p->rx_cap * 2;
+      unsigned char *nb = realloc(p->rx, cap);
+      if (!nb) {
+        link_fail(p, "out of memory");
+        return -1;
+      }
+      p->rx = nb;
+      p->rx_cap = cap;
+    }
+    n = ch_read(p, p->rx + p->rx_len, p->rx_cap - p->rx_len);
+  }
+  if (n == 0) {
+    link_fail(p, "peer closed the connection");
+    return -1;
+  }
+  if (n < 0 && n != -EAGAIN) {
+    link_fail(p, "TLS: %s", hb_tls_error(p->tls));
+    return -1;
+  }
+  return n;
+}
+
+/* Act on every whole frame in rx; keep a partial one at its start. */
+static bool link_frames(struct hb_peer *p)
+{
+  char msg[256];
+  size_t off = 0;
+
+  while (!p->rxd && p->rx_len - off >= HB_WIRE_HDR_SIZE) {
+    struct hb_frame f;
+    int r = hb_wire_decode_header(p->rx + off, p->rx_len - off, &f, msg, sizeof msg);
+    if (r < 0) {
+      link_fail(p, "bad frame from peer: %s", msg);
+      return false;
+    }
+    if (p->st == L_HELLO && f.type != HB_WIRE_HELLO) {
+      link_fail(p, "%s frame before the handshake", hb_wire_type_name(f.type));
+      return false;
+    }
+    if (f.type == HB_WIRE_WRITE) {
+      size_t used = begin_data(p, &f, p->rx + off, p->rx_len - off);
+      if (!used)
+        return false;
+      off += used;
+    } else {
+      if (p->rx_len - off < HB_WIRE_HDR_SIZE + (size_t) f.payload_len)
+        break;
+      handle_frame(p, &f, p->rx + off + HB_WIRE_HDR_SIZE);
+      off += HB_WIRE_HDR_SIZE + f.payload_len;
+    }
+    if (p->st == L_CLOSING || p->st == L_DOWN)
+      return false;
+  }
+  if (off) {
+    memmove(p->rx, p->rx + off, p->rx_len - off);
+    p->rx_len -= off;
+  }
+  return true;
+}
+
 /* Take plaintext out of the channel and act on every whole frame. */
 static void link_process(struct hb_peer *p)
 {
-  char msg[256];
-
   if (p->st == L_TLS) {
     int r = hb_tls_handshake(p->tls);
     if (r == -EAGAIN) {
@@ -607,51 +712,25 @@ static void link_process(struct hb_peer *p)
     send_hello(p);
   }
   for (;;) {
-    ssize_t n;
-    if (p->rx_cap - p->rx_len < RX_CHUNK) {
-      size_t cap = p->rx_cap * 2;
-      unsigned char *nb = realloc(p->rx, cap);
-      if (!nb) {
-        link_fail(p, "out of memory");
-        return;
-      }
-      p->rx = nb;
-      p->rx_cap = cap;
-    }
-    n = ch_read(p, p->rx + p->rx_len, p->rx_cap - p->rx_len);
+    ssize_t n = link_read(p);
     if (n == -EAGAIN)
       break;
-    if (n == 0) {
-      link_fail(p, "peer closed the connection");
+    if (n < 0)
       return;
-    }
-    if (n < 0) {
-      link_fail(p, "TLS: %s", hb_tls_error(p->tls));
-      return;
+    if (p->rxd) {
+      p->rxd_got += (size_t) n;
+      if (p->rxd_got == p->rxd_frame.payload_len) {
+        unsigned char *data = p->rxd;
+        p->rxd = NULL;
+        apply_data(p, &p->rxd_frame, data);
+        if (!link_frames(p))  /* frames that came after it in rx */
+          return;
+      }
+      continue;
     }
     p->rx_len += (size_t) n;
-
-    size_t off = 0;
-    while (p->rx_len - off >= HB_WIRE_HDR_SIZE) {
-      struct hb_frame f;
-      int r = hb_wire_decode_header(p->rx + off, p->rx_len - off, &f, msg, sizeof msg);
-      if (r < 0) {
-        link_fail(p, "bad frame from peer: %s", msg);
-        return;
-      }
-      if (p->st == L_HELLO && f.type != HB_WIRE_HELLO) {
-        link_fail(p, "%s frame before the handshake", hb_wire_type_name(f.type));
-        return;
-      }
-      if (p->rx_len - off < HB_WIRE_HDR_SIZE + (size_t) f.payload_len)
-        break;
-      handle_frame(p, &f, p->rx + off + HB_WIRE_HDR_SIZE);
-      if (p->st == L_CLOSING || p->st == L_DOWN)
-        return;
-      off += HB_WIRE_HDR_SIZE + f.payload_len;
-    }
-    memmove(p->rx, p->rx + off, p->rx_len - off);
-    p->rx_len -= off;
+    if (!link_frames(p))
+      return;
   }
   link_flush(p);
 }

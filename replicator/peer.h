@@ -53,8 +53,9 @@ struct hb_peer_events {
   int (*hello)(void *opaque, const struct hb_hello *remote, char *msg, size_t len);
   void (*up)(void *opaque, const struct hb_hello *remote);
   void (*down)(void *opaque, const char *why);
-  /* A data frame (WRITE TRIM ZERO FLUSH) to apply; payload is malloc'd (4096
-   * aligned) and passes to the callee. Answer with hb_peer_reply(), giving
+  /* A data frame (WRITE TRIM ZERO FLUSH) to apply; a WRITE's payload comes
+   * from hb_buf_alloc (4096-aligned, f->payload_len bytes) and passes to the
+   * callee, which gives it back with hb_buf_free (NULL for the others). Answer with hb_peer_reply(), giving
    * back link (which connection the frame came on). Return false when the
    * callee holds as much as it will: the link reads nothing more from the
    * socket until hb_peer_resume(). */

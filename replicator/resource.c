@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "bitmap.h"
+#include "bufpool.h"
 #include "config.h"
 #include "ctl.h"
 #include "dev.h"
@@ -186,6 +187,7 @@ struct direct_apply {
   struct hb_req req;
   struct hb_res *res;
   uint64_t link, id;
+  uint32_t len;                 /* of the payload buffer (bufpool) */
 };
 
 /* A peer request is answered: let the link read again when room is back. */
@@ -205,7 +207,7 @@ static void direct_applied(struct hb_req *req)
              (unsigned long long) req->off, strerror(-req->res));
   hb_peer_reply_local(a->res->peer, a->link, a->id, req->res);
   apply_done(a->res);
-  free(req->buf);
+  hb_buf_free(req->buf, a->len);
   free(a);
 }
 
@@ -242,6 +244,7 @@ static void apply_queue(struct hb_res *r, const struct hb_frame *f, void *payloa
       a->res = r;
       a->link = link;
       a->id = f->id;
+      a->len = f->payload_len;
       a->req.complete = direct_applied;
       if (hb_dev_is_direct(r->dev) || (flags & HB_FUA)) {
         hb_loop_submit_local(r->loop, &a->req);
@@ -259,7 +262,7 @@ static void apply_queue(struct hb_res *r, const struct hb_frame *f, void *payloa
   it = malloc(sizeof *it);
 
   if (!it) {
-    free(payload);
+    hb_buf_free(payload, f->payload_len);
     hb_peer_reply(r->peer, link, f->id, -ENOMEM);
     apply_done(r);
     return;
@@ -328,7 +331,7 @@ static void *apply_main(void *arg)
                strerror(-ret));
     hb_peer_reply(r->peer, it->link, it->f.id, ret);
     apply_done(r);
-    free(it->payload);
+    hb_buf_free(it->payload, it->f.payload_len);
     free(it);
   }
 }
