@@ -1,4 +1,5 @@
-/* The peer link (peer.h). Everything named link_* runs on the loop thread;
+/* The peer link (peer.h). Everything named link_* runs under link_lock, on
+ * the loop thread except link_flush_direct (a worker or an apply thread);
  * the connector thread only makes TCP connections and hands them over. */
 #include <errno.h>
 #include <netdb.h>
@@ -52,7 +53,15 @@ struct hb_peer {
   struct hb_peer_info info;     /* under lock, for status */
   int up_flag;                  /* atomic hint for workers */
 
-  /* the link: loop thread only */
+  /* The link: its state, its SSL and its buffers, under link_lock. The
+   * loop thread takes it in every callback; a worker takes it to put its
+   * own frame into the channel and, when no send is in flight, to send it
+   * with its own send(2): no hop to the loop and back on the way out.
+   * Recursive: an ACK made while a received frame is applied (inside the
+   * loop's callback) is queued from there. */
+  pthread_mutex_t link_lock;
+  struct hb_req kick_req;       /* hands unsent output to the loop */
+  bool kick_queued;
   enum link_state st;
   int fd;
   struct hb_tls *tls;
@@ -298,14 +307,9 @@ static void stage_fill(struct hb_peer *p)
   }
 }
 
-/* Move queued frames into the channel, then start a send of its output. */
-static void link_flush(struct hb_peer *p)
+/* Move queued frames into the channel; false when the link failed. */
+static bool link_fill(struct hb_peer *p)
 {
-  const void *out;
-  size_t n;
-
-  if (p->st == L_DOWN)
-    return;
   while (link_open(p)) {
     const unsigned char *src;
     size_t len;
@@ -332,7 +336,7 @@ static void link_flush(struct hb_peer *p)
       break;
     if (w < 0) {
       link_fail(p, "TLS: %s", hb_tls_error(p->tls));
-      return;
+      return false;
     }
     if (staged) {
       p->stage_off += (size_t) w;
@@ -342,7 +346,17 @@ static void link_flush(struct hb_peer *p)
         txq_pop(p);
     }
   }
-  if (p->tx_busy)
+  return true;
+}
+
+/* Loop thread: move queued frames into the channel, then start a send of
+ * its output. */
+static void link_flush(struct hb_peer *p)
+{
+  const void *out;
+  size_t n;
+
+  if (p->st == L_DOWN || p->st == L_CLOSING || !link_fill(p) || p->tx_busy)
     return;
   n = ch_pending_out(p, &out);
   if (n == 0)
@@ -353,6 +367,46 @@ static void link_flush(struct hb_peer *p)
                                 .len = n, .complete = on_send, .opaque = p };
   p->last_tx_ns = now_ns();
   hb_loop_submit_local(p->loop, &p->tx_req);
+}
+
+static void on_kick(struct hb_req *req);
+
+/* Any other thread, under link_lock: the same, but when no send is in
+ * flight the output goes out through this thread's own send(2), as far as
+ * the socket takes it without waiting; what is left (a full socket, a large
+ * payload past the channel's buffer) is the loop's. While the loop's send
+ * is in flight the frames wait in the channel and leave with its next one:
+ * batching comes from the queue depth. */
+static void link_flush_direct(struct hb_peer *p)
+{
+  const void *out;
+  size_t n;
+
+  if (p->st != L_UP)
+    return;
+  while (link_fill(p) && !p->tx_busy && (n = ch_pending_out(p, &out)) > 0) {
+    ssize_t w = send(p->fd, out, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (w < 0 && errno == EINTR)
+      continue;
+    if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+      break;
+    if (w <= 0) {
+      link_fail(p, "send: %s", w < 0 ? strerror(errno) : "no progress");
+      return;
+    }
+    p->last_tx_ns = now_ns();
+    ch_consume_out(p, (size_t) w);
+  }
+  if (p->st != L_UP || p->tx_busy || p->kick_queued)
+    return;
+  if (p->txq || ch_pending_out(p, &out) > 0) {
+    p->kick_queued = true;
+    p->kick_req = (struct hb_req) { .op = HB_OP_CALL, .complete = on_kick, .opaque = p };
+    if (hb_loop_submit(p->loop, &p->kick_req) < 0) {
+      p->kick_queued = false;
+      link_fail(p, "cannot hand the output to the loop thread");
+    }
+  }
 }
 
 /* A request the peer will not answer: the resource records it as out of
@@ -735,10 +789,8 @@ static void link_process(struct hb_peer *p)
   link_flush(p);
 }
 
-static void on_recv(struct hb_req *req)
+static void on_recv_locked(struct hb_peer *p, struct hb_req *req)
 {
-  struct hb_peer *p = req->opaque;
-
   p->rx_busy = false;
   if (p->st == L_CLOSING) {
     link_finish(p);
@@ -765,6 +817,15 @@ static void on_recv(struct hb_req *req)
   }
 }
 
+static void on_recv(struct hb_req *req)
+{
+  struct hb_peer *p = req->opaque;
+
+  pthread_mutex_lock(&p->link_lock);
+  on_recv_locked(p, req);
+  pthread_mutex_unlock(&p->link_lock);
+}
+
 static void link_post_recv(struct hb_peer *p)
 {
   void *buf;
@@ -787,17 +848,27 @@ static void on_send(struct hb_req *req)
 {
   struct hb_peer *p = req->opaque;
 
+  pthread_mutex_lock(&p->link_lock);
   p->tx_busy = false;
   if (p->st == L_CLOSING) {
     link_finish(p);
-    return;
-  }
-  if (req->res < 0) {
+  } else if (req->res < 0) {
     link_fail(p, "send: %s", strerror(-req->res));
-    return;
+  } else {
+    ch_consume_out(p, p->tx_inflight);
+    link_flush(p);
   }
-  ch_consume_out(p, p->tx_inflight);
+  pthread_mutex_unlock(&p->link_lock);
+}
+
+static void on_kick(struct hb_req *req)
+{
+  struct hb_peer *p = req->opaque;
+
+  pthread_mutex_lock(&p->link_lock);
+  p->kick_queued = false;
   link_flush(p);
+  pthread_mutex_unlock(&p->link_lock);
 }
 
 static void on_timer(struct hb_req *req)
@@ -805,6 +876,7 @@ static void on_timer(struct hb_req *req)
   struct hb_peer *p = req->opaque;
   uint64_t now = now_ns();
 
+  pthread_mutex_lock(&p->link_lock);
   p->timer_busy = false;
   if (p->st == L_UP) {
     if (now - p->last_rx_ns > (uint64_t) p->cfg.ping_timeout_ms * 1000000u) {
@@ -830,12 +902,12 @@ static void on_timer(struct hb_req *req)
       .timeout_ns = (uint64_t) (p->cfg.ping_interval_ms < 200 ? p->cfg.ping_interval_ms : 200) * 1000000u };
     hb_loop_submit_local(p->loop, &p->timer_req);
   }
+  pthread_mutex_unlock(&p->link_lock);
 }
 
 /* A socket from the connector (req->fd; req->mode: 1 when we connected). */
-static void on_attach(struct hb_req *req)
+static void attach_locked(struct hb_peer *p, struct hb_req *req)
 {
-  struct hb_peer *p = req->opaque;
   char err[256];
 
   p->fd = req->fd;
@@ -864,27 +936,16 @@ static void on_attach(struct hb_req *req)
   }
 }
 
-/* A worker's request reaches the loop. */
-static void io_written(struct hb_txitem *it);
-
-static void on_io(struct hb_req *req)
+static void on_attach(struct hb_req *req)
 {
-  struct hb_peer_io *io = (struct hb_peer_io *) req;
-  struct hb_peer *p = io->peer;
+  struct hb_peer *p = req->opaque;
 
-  if (p->st != L_UP) {
-    io_lost(p, io);
-    return;
-  }
-  io->frame.id = ++p->next_id;
-  io->sent = false;
-  build(&io->tx, &io->frame, NULL, 0, io->frame.payload_len ? io->payload : NULL, io_written);
-  io->next = NULL;
-  *p->pending_tail = io;
-  p->pending_tail = &io->next;
-  txq_push(p, &io->tx);
-  link_flush(p);
+  pthread_mutex_lock(&p->link_lock);
+  attach_locked(p, req);
+  pthread_mutex_unlock(&p->link_lock);
 }
+
+static void io_written(struct hb_txitem *it);
 
 static void io_written(struct hb_txitem *it)
 {
@@ -896,15 +957,15 @@ static void reply_written(struct hb_txitem *it)
   free((char *) it - offsetof(struct reply, tx));
 }
 
-static void on_reply(struct hb_req *req)
+/* Under link_lock: put an answer in the send queue; false when its
+ * connection is gone (then it is freed). */
+static bool queue_reply(struct hb_peer *p, struct reply *r)
 {
-  struct reply *r = (struct reply *) req;
-  struct hb_peer *p = r->peer;
   unsigned char nack[HB_WIRE_NACK_SIZE];
 
   if (p->st != L_UP || r->link != p->link_gen) {
     free(r);                    /* that connection is gone */
-    return;
+    return false;
   }
   if (r->err) {
     struct hb_frame f = { .type = HB_WIRE_NACK, .id = r->id, .payload_len = HB_WIRE_NACK_SIZE };
@@ -915,15 +976,28 @@ static void on_reply(struct hb_req *req)
     build(&r->tx, &f, NULL, 0, NULL, reply_written);
   }
   txq_push(p, &r->tx);
-  link_flush(p);
+  return true;
+}
+
+static void on_reply(struct hb_req *req)
+{
+  struct reply *r = (struct reply *) req;
+  struct hb_peer *p = r->peer;
+
+  pthread_mutex_lock(&p->link_lock);
+  if (queue_reply(p, r))
+    link_flush(p);
+  pthread_mutex_unlock(&p->link_lock);
 }
 
 static void on_want(struct hb_req *req)
 {
   struct hb_peer *p = req->opaque;
 
+  pthread_mutex_lock(&p->link_lock);
   if (req->mode == 0 && (p->st == L_TLS || p->st == L_HELLO || p->st == L_UP))
     link_fail(p, "disconnected by the operator");
+  pthread_mutex_unlock(&p->link_lock);
   free(req);
 }
 
@@ -931,11 +1005,13 @@ static void on_resume(struct hb_req *req)
 {
   struct hb_peer *p = req->opaque;
 
+  pthread_mutex_lock(&p->link_lock);
   if (p->rx_paused) {
     p->rx_paused = false;
     if (p->st == L_HELLO || p->st == L_UP)
       link_post_recv(p);
   }
+  pthread_mutex_unlock(&p->link_lock);
   free(req);
 }
 
@@ -955,9 +1031,11 @@ static void on_stop(struct hb_req *req)
 {
   struct hb_peer *p = req->opaque;
 
+  pthread_mutex_lock(&p->link_lock);
   if (p->st == L_TLS || p->st == L_HELLO || p->st == L_UP)
     link_fail(p, "shutting down");
-  sem_post(req->opaque2);
+  pthread_mutex_unlock(&p->link_lock);
+  sem_post(req->opaque2);       /* p may be freed from here on */
 }
 
 /* ---- worker side ---- */
@@ -973,10 +1051,24 @@ int hb_peer_send_io(struct hb_peer *p, struct hb_peer_io *io)
     return -ENOTCONN;
   io->peer = p;
   io->result = 0;
+  io->sent = false;
   io->frame.payload_len = io->frame.type == HB_WIRE_WRITE ? io->frame.count : 0;
+  pthread_mutex_lock(&p->link_lock);
+  if (p->st != L_UP) {
+    pthread_mutex_unlock(&p->link_lock);
+    return -ENOTCONN;
+  }
   sem_init(&io->done, 0, 0);
-  io->req = (struct hb_req) { .op = HB_OP_CALL, .complete = on_io };
-  return hb_loop_submit(p->loop, &io->req);
+  io->frame.id = ++p->next_id;
+  build(&io->tx, &io->frame, NULL, 0, io->frame.payload_len ? io->payload : NULL, io_written);
+  io->next = NULL;
+  *p->pending_tail = io;
+  p->pending_tail = &io->next;
+  txq_push(p, &io->tx);
+  /* If that fails the link, io was answered -ENOTCONN (and recorded). */
+  link_flush_direct(p);
+  pthread_mutex_unlock(&p->link_lock);
+  return 0;
 }
 
 int hb_peer_io_wait(struct hb_peer_io *io)
@@ -1010,18 +1102,27 @@ void hb_peer_reply_local(struct hb_peer *p, uint64_t link, uint64_t id, int err)
     on_reply(&r->req);
 }
 
+/* Another thread (an apply worker) sends the answer itself. */
 void hb_peer_reply(struct hb_peer *p, uint64_t link, uint64_t id, int err)
 {
   struct reply *r = new_reply(p, link, id, err);
-  if (r)
-    hb_loop_submit(p->loop, &r->req);
+
+  if (!r)
+    return;
+  pthread_mutex_lock(&p->link_lock);
+  if (queue_reply(p, r))
+    link_flush_direct(p);
+  pthread_mutex_unlock(&p->link_lock);
 }
 
 static void on_state(struct hb_req *req)
 {
   struct hb_peer *p = req->opaque;
+
+  pthread_mutex_lock(&p->link_lock);
   queue_state(p);
   link_flush(p);
+  pthread_mutex_unlock(&p->link_lock);
   free(req);
 }
 
@@ -1221,6 +1322,13 @@ int hb_peer_new(const struct hb_peer_config *cfg, const struct hb_peer_events *e
   p->pending_tail = &p->pending;
   pthread_mutex_init(&p->lock, NULL);
   pthread_cond_init(&p->cond, NULL);
+  {
+    pthread_mutexattr_t attr;
+    pthread_mutexattr_init(&attr);
+    pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_RECURSIVE);
+    pthread_mutex_init(&p->link_lock, &attr);
+    pthread_mutexattr_destroy(&attr);
+  }
   p->rx_cap = 2 * RX_CHUNK;
   p->rx = malloc(p->rx_cap);
   if (!cfg->tls) {
@@ -1329,5 +1437,6 @@ void hb_peer_free(struct hb_peer *p)
   free(p->pin);
   pthread_cond_destroy(&p->cond);
   pthread_mutex_destroy(&p->lock);
+  pthread_mutex_destroy(&p->link_lock);
   free(p);
 }

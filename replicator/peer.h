@@ -3,12 +3,15 @@
  *
  * Threads: a connector thread makes the TCP connection (the node whose name
  * sorts first listens, the other connects with exponential backoff and
- * jitter) and hands the socket to the loop thread, which owns everything
- * after that: the TLS channel, io_uring send and recv of ciphertext, the
- * HELLO exchange, frames in both directions, pings. Workers reach the link
- * only through hb_peer_send_io() (a request queued to the loop) and wait on
- * their own semaphore for the ACK. Many frames queued while a send is in
- * flight leave in the next send: batching comes from the queue depth. */
+ * jitter) and hands the socket to the loop thread, which runs the link: the
+ * TLS handshake, io_uring recv of ciphertext (always one posted), the HELLO
+ * exchange, received frames, pings, and io_uring sends of what is queued
+ * while a send is in flight (many frames per send: batching comes from the
+ * queue depth). The link's state and its SSL are under one lock: a worker
+ * (hb_peer_send_io) or an apply thread (hb_peer_reply) takes it to put its
+ * frame into the channel and, when no send is in flight, sends it with its
+ * own send(2), which saves a hop to the loop and back at low depth. Workers
+ * wait on their own semaphore for the ACK, which the loop thread reads. */
 #ifndef HB_PEER_H
 #define HB_PEER_H
 
@@ -35,7 +38,6 @@ struct hb_txitem {
 
 /* One replicated request, on the stack of the worker that waits for it. */
 struct hb_peer_io {
-  struct hb_req req;            /* the hop into the loop (HB_OP_CALL) */
   struct hb_peer *peer;
   struct hb_frame frame;        /* type, flags, offset, count; id set by the loop */
   const void *payload;          /* WRITE data (count bytes) */
