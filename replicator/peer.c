@@ -62,6 +62,8 @@ struct hb_peer {
   pthread_mutex_t link_lock;
   struct hb_req kick_req;       /* hands unsent output to the loop */
   bool kick_queued;
+  struct hb_req flush_req;      /* flushes answers once a batch of completions is done */
+  bool flush_queued;
   enum link_state st;
   int fd;
   struct hb_tls *tls;
@@ -1095,11 +1097,32 @@ static struct reply *new_reply(struct hb_peer *p, uint64_t link, uint64_t id, in
   return r;
 }
 
+static void on_flush(struct hb_req *req)
+{
+  struct hb_peer *p = req->opaque;
+
+  pthread_mutex_lock(&p->link_lock);
+  p->flush_queued = false;
+  link_flush(p);
+  pthread_mutex_unlock(&p->link_lock);
+}
+
+/* On the loop thread, the answer waits until the completions reaped with
+ * it have run (a CALL queued locally runs after them): answers to a batch
+ * of applied writes leave in one TLS record and one send. */
 void hb_peer_reply_local(struct hb_peer *p, uint64_t link, uint64_t id, int err)
 {
   struct reply *r = new_reply(p, link, id, err);
-  if (r)
-    on_reply(&r->req);
+
+  if (!r)
+    return;
+  pthread_mutex_lock(&p->link_lock);
+  if (queue_reply(p, r) && !p->flush_queued) {
+    p->flush_queued = true;
+    p->flush_req = (struct hb_req) { .op = HB_OP_CALL, .complete = on_flush, .opaque = p };
+    hb_loop_submit_local(p->loop, &p->flush_req);
+  }
+  pthread_mutex_unlock(&p->link_lock);
 }
 
 /* Another thread (an apply worker) sends the answer itself. */
