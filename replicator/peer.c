@@ -60,6 +60,8 @@ struct hb_peer {
    * Recursive: an ACK made while a received frame is applied (inside the
    * loop's callback) is queued from there. */
   pthread_mutex_t link_lock;
+  int lock_depth;               /* of link_lock, by its holder */
+  struct hb_peer_io *incoming;  /* workers' requests not yet taken (a stack) */
   struct hb_req kick_req;       /* hands unsent output to the loop */
   bool kick_queued;
   struct hb_req flush_req;      /* flushes answers once a batch of completions is done */
@@ -432,6 +434,69 @@ static void fail_pending(struct hb_peer *p)
     struct hb_peer_io *next = io->next;
     io_lost(p, io);
     io = next;
+  }
+}
+
+static void io_written(struct hb_txitem *it);
+
+static void link_lock(struct hb_peer *p)
+{
+  pthread_mutex_lock(&p->link_lock);
+  p->lock_depth++;
+}
+
+/* Under link_lock: the requests workers left on p->incoming, oldest first,
+ * into the send queue (or answered -ENOTCONN, and recorded, when the link
+ * is down), then out. */
+static void take_incoming(struct hb_peer *p, bool on_loop)
+{
+  struct hb_peer_io *io = __atomic_exchange_n(&p->incoming, NULL, __ATOMIC_ACQUIRE);
+  struct hb_peer_io *fifo = NULL;
+
+  if (!io)
+    return;
+  while (io) {                  /* the stack is newest first */
+    struct hb_peer_io *next = io->next;
+    io->next = fifo;
+    fifo = io;
+    io = next;
+  }
+  for (io = fifo; io; io = fifo) {
+    fifo = io->next;
+    if (p->st != L_UP) {
+      io_lost(p, io);
+      continue;
+    }
+    io->frame.id = ++p->next_id;
+    build(&io->tx, &io->frame, NULL, 0, io->frame.payload_len ? io->payload : NULL,
+          io_written);
+    io->next = NULL;
+    *p->pending_tail = io;
+    p->pending_tail = &io->next;
+    txq_push(p, &io->tx);
+  }
+  /* If that fails the link, the requests are answered -ENOTCONN. */
+  if (on_loop)
+    link_flush(p);
+  else
+    link_flush_direct(p);
+}
+
+/* The outermost unlock sends what workers queued meanwhile; a worker that
+ * queues after that and finds the lock taken is served by the next holder,
+ * or by this loop when the lock is free again. */
+static void link_unlock(struct hb_peer *p, bool on_loop)
+{
+  for (;;) {
+    if (p->lock_depth == 1)
+      take_incoming(p, on_loop);
+    bool outer = --p->lock_depth == 0;
+    pthread_mutex_unlock(&p->link_lock);
+    if (!outer || !__atomic_load_n(&p->incoming, __ATOMIC_ACQUIRE))
+      return;
+    if (pthread_mutex_trylock(&p->link_lock) != 0)
+      return;
+    p->lock_depth++;
   }
 }
 
@@ -823,9 +888,9 @@ static void on_recv(struct hb_req *req)
 {
   struct hb_peer *p = req->opaque;
 
-  pthread_mutex_lock(&p->link_lock);
+  link_lock(p);
   on_recv_locked(p, req);
-  pthread_mutex_unlock(&p->link_lock);
+  link_unlock(p, true);
 }
 
 static void link_post_recv(struct hb_peer *p)
@@ -850,7 +915,7 @@ static void on_send(struct hb_req *req)
 {
   struct hb_peer *p = req->opaque;
 
-  pthread_mutex_lock(&p->link_lock);
+  link_lock(p);
   p->tx_busy = false;
   if (p->st == L_CLOSING) {
     link_finish(p);
@@ -860,17 +925,17 @@ static void on_send(struct hb_req *req)
     ch_consume_out(p, p->tx_inflight);
     link_flush(p);
   }
-  pthread_mutex_unlock(&p->link_lock);
+  link_unlock(p, true);
 }
 
 static void on_kick(struct hb_req *req)
 {
   struct hb_peer *p = req->opaque;
 
-  pthread_mutex_lock(&p->link_lock);
+  link_lock(p);
   p->kick_queued = false;
   link_flush(p);
-  pthread_mutex_unlock(&p->link_lock);
+  link_unlock(p, true);
 }
 
 static void on_timer(struct hb_req *req)
@@ -878,7 +943,7 @@ static void on_timer(struct hb_req *req)
   struct hb_peer *p = req->opaque;
   uint64_t now = now_ns();
 
-  pthread_mutex_lock(&p->link_lock);
+  link_lock(p);
   p->timer_busy = false;
   if (p->st == L_UP) {
     if (now - p->last_rx_ns > (uint64_t) p->cfg.ping_timeout_ms * 1000000u) {
@@ -904,7 +969,7 @@ static void on_timer(struct hb_req *req)
       .timeout_ns = (uint64_t) (p->cfg.ping_interval_ms < 200 ? p->cfg.ping_interval_ms : 200) * 1000000u };
     hb_loop_submit_local(p->loop, &p->timer_req);
   }
-  pthread_mutex_unlock(&p->link_lock);
+  link_unlock(p, true);
 }
 
 /* A socket from the connector (req->fd; req->mode: 1 when we connected). */
@@ -942,12 +1007,10 @@ static void on_attach(struct hb_req *req)
 {
   struct hb_peer *p = req->opaque;
 
-  pthread_mutex_lock(&p->link_lock);
+  link_lock(p);
   attach_locked(p, req);
-  pthread_mutex_unlock(&p->link_lock);
+  link_unlock(p, true);
 }
-
-static void io_written(struct hb_txitem *it);
 
 static void io_written(struct hb_txitem *it)
 {
@@ -986,20 +1049,20 @@ static void on_reply(struct hb_req *req)
   struct reply *r = (struct reply *) req;
   struct hb_peer *p = r->peer;
 
-  pthread_mutex_lock(&p->link_lock);
+  link_lock(p);
   if (queue_reply(p, r))
     link_flush(p);
-  pthread_mutex_unlock(&p->link_lock);
+  link_unlock(p, true);
 }
 
 static void on_want(struct hb_req *req)
 {
   struct hb_peer *p = req->opaque;
 
-  pthread_mutex_lock(&p->link_lock);
+  link_lock(p);
   if (req->mode == 0 && (p->st == L_TLS || p->st == L_HELLO || p->st == L_UP))
     link_fail(p, "disconnected by the operator");
-  pthread_mutex_unlock(&p->link_lock);
+  link_unlock(p, true);
   free(req);
 }
 
@@ -1007,13 +1070,13 @@ static void on_resume(struct hb_req *req)
 {
   struct hb_peer *p = req->opaque;
 
-  pthread_mutex_lock(&p->link_lock);
+  link_lock(p);
   if (p->rx_paused) {
     p->rx_paused = false;
     if (p->st == L_HELLO || p->st == L_UP)
       link_post_recv(p);
   }
-  pthread_mutex_unlock(&p->link_lock);
+  link_unlock(p, true);
   free(req);
 }
 
@@ -1033,10 +1096,10 @@ static void on_stop(struct hb_req *req)
 {
   struct hb_peer *p = req->opaque;
 
-  pthread_mutex_lock(&p->link_lock);
+  link_lock(p);
   if (p->st == L_TLS || p->st == L_HELLO || p->st == L_UP)
     link_fail(p, "shutting down");
-  pthread_mutex_unlock(&p->link_lock);
+  link_unlock(p, true);
   sem_post(req->opaque2);       /* p may be freed from here on */
 }
 
@@ -1047,29 +1110,31 @@ bool hb_peer_up(const struct hb_peer *p)
   return p && __atomic_load_n(&p->up_flag, __ATOMIC_ACQUIRE);
 }
 
+/* Workers do not wait for the link's lock: a worker pushes its request on
+ * p->incoming and takes the lock only if it is free; whoever holds the
+ * lock sends what is there before letting go (link_unlock), so under load
+ * one thread puts many frames into one TLS record and one send while the
+ * others go straight to waiting for their ACK. */
 int hb_peer_send_io(struct hb_peer *p, struct hb_peer_io *io)
 {
+  struct hb_peer_io *head;
+
   if (!hb_peer_up(p))
     return -ENOTCONN;
   io->peer = p;
   io->result = 0;
   io->sent = false;
   io->frame.payload_len = io->frame.type == HB_WIRE_WRITE ? io->frame.count : 0;
-  pthread_mutex_lock(&p->link_lock);
-  if (p->st != L_UP) {
-    pthread_mutex_unlock(&p->link_lock);
-    return -ENOTCONN;
-  }
   sem_init(&io->done, 0, 0);
-  io->frame.id = ++p->next_id;
-  build(&io->tx, &io->frame, NULL, 0, io->frame.payload_len ? io->payload : NULL, io_written);
-  io->next = NULL;
-  *p->pending_tail = io;
-  p->pending_tail = &io->next;
-  txq_push(p, &io->tx);
-  /* If that fails the link, io was answered -ENOTCONN (and recorded). */
-  link_flush_direct(p);
-  pthread_mutex_unlock(&p->link_lock);
+  head = __atomic_load_n(&p->incoming, __ATOMIC_RELAXED);
+  do
+    io->next = head;
+  while (!__atomic_compare_exchange_n(&p->incoming, &head, io, true,
+                                      __ATOMIC_RELEASE, __ATOMIC_RELAXED));
+  if (pthread_mutex_trylock(&p->link_lock) == 0) {
+    p->lock_depth++;
+    link_unlock(p, false);
+  }
   return 0;
 }
 
@@ -1101,10 +1166,10 @@ static void on_flush(struct hb_req *req)
 {
   struct hb_peer *p = req->opaque;
 
-  pthread_mutex_lock(&p->link_lock);
+  link_lock(p);
   p->flush_queued = false;
   link_flush(p);
-  pthread_mutex_unlock(&p->link_lock);
+  link_unlock(p, true);
 }
 
 /* On the loop thread, the answer waits until the completions reaped with
@@ -1116,13 +1181,13 @@ void hb_peer_reply_local(struct hb_peer *p, uint64_t link, uint64_t id, int err)
 
   if (!r)
     return;
-  pthread_mutex_lock(&p->link_lock);
+  link_lock(p);
   if (queue_reply(p, r) && !p->flush_queued) {
     p->flush_queued = true;
     p->flush_req = (struct hb_req) { .op = HB_OP_CALL, .complete = on_flush, .opaque = p };
     hb_loop_submit_local(p->loop, &p->flush_req);
   }
-  pthread_mutex_unlock(&p->link_lock);
+  link_unlock(p, true);
 }
 
 /* Another thread (an apply worker) sends the answer itself. */
@@ -1132,20 +1197,20 @@ void hb_peer_reply(struct hb_peer *p, uint64_t link, uint64_t id, int err)
 
   if (!r)
     return;
-  pthread_mutex_lock(&p->link_lock);
+  link_lock(p);
   if (queue_reply(p, r))
     link_flush_direct(p);
-  pthread_mutex_unlock(&p->link_lock);
+  link_unlock(p, false);
 }
 
 static void on_state(struct hb_req *req)
 {
   struct hb_peer *p = req->opaque;
 
-  pthread_mutex_lock(&p->link_lock);
+  link_lock(p);
   queue_state(p);
   link_flush(p);
-  pthread_mutex_unlock(&p->link_lock);
+  link_unlock(p, true);
   free(req);
 }
 
