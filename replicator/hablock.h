@@ -33,6 +33,7 @@ struct hb_params {
   unsigned queue_depth; /* loop thread's ring / aio context depth */
   bool force_aio_fallback; /* debug: pretend io_uring_queue_init failed */
   bool fail_flush;      /* debug: as a Secondary, fail the peer's FLUSH with EIO */
+  int ack_spin_us;      /* debug: a lone waiter's spin for its ACK (-1: default) */
 };
 
 /* Parse one key=value parameter. Returns 0, or -EINVAL with err filled. */

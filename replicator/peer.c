@@ -52,6 +52,7 @@ struct hb_peer {
   bool link_was_up;             /* that socket got as far as L_UP */
   struct hb_peer_info info;     /* under lock, for status */
   int up_flag;                  /* atomic hint for workers */
+  int waiters;                  /* workers in hb_peer_io_wait (atomic) */
 
   /* The link: its state, its SSL and its buffers, under link_lock. The
    * loop thread takes it in every callback; a worker takes it to put its
@@ -1140,8 +1141,19 @@ int hb_peer_send_io(struct hb_peer *p, struct hb_peer_io *io)
 
 int hb_peer_io_wait(struct hb_peer_io *io)
 {
-  while (sem_wait(&io->done) < 0 && errno == EINTR)
+  struct hb_peer *p = io->peer;
+  bool answered = false;
+
+  if (__atomic_add_fetch(&p->waiters, 1, __ATOMIC_ACQ_REL) == 1 && p->cfg.ack_spin_ns) {
+    uint64_t until = now_ns() + p->cfg.ack_spin_ns;
+    while (!(answered = sem_trywait(&io->done) == 0) &&
+           __atomic_load_n(&p->waiters, __ATOMIC_ACQUIRE) == 1 && now_ns() < until)
+      for (int i = 0; i < 32; i++)
+        __builtin_ia32_pause();
+  }
+  while (!answered && !(answered = sem_wait(&io->done) == 0) && errno == EINTR)
     ;
+  __atomic_sub_fetch(&p->waiters, 1, __ATOMIC_ACQ_REL);
   sem_destroy(&io->done);
   return io->result;
 }

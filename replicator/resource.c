@@ -487,6 +487,8 @@ static int open_replicated(struct hb_res *r, const struct hb_params *p, char *er
     .ping_interval_ms = r->cfg.ping_interval_ms,
     .ping_timeout_ms = r->cfg.ping_timeout_ms,
     .connect_timeout_ms = r->cfg.connect_timeout_ms,
+    .ack_spin_ns = (p->ack_spin_us < 0 ? HB_ACK_SPIN_US_DEFAULT
+                                       : (unsigned) p->ack_spin_us) * 1000u,
   };
   ret = hb_peer_new(&pc, &peer_events, r, &r->peer, err, errlen);
   if (ret < 0)
