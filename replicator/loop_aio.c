@@ -3,7 +3,10 @@
  * thread sleeps in poll() on that and the queue's eventfd. Linux AIO is only
  * asynchronous for O_DIRECT reads and writes, so this loop carries READ and
  * WRITE; the device does flush, trim and zero with the worker's own
- * syscalls. */
+ * syscalls. For the peer link it also carries SEND and RECV (a non-blocking
+ * send(2)/recv(2) first; when the socket is not ready, an aio POLL for it
+ * and then the syscall again), TIMEOUT (the nearest deadline is poll()'s
+ * timeout) and CALL. */
 #include "hb-build.h"
 #if HAVE_LIBAIO
 
@@ -13,6 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -27,7 +32,15 @@ struct aio_state {
   unsigned nfree;
   struct io_event *events;
   struct hb_qlist pending;      /* taken from the queue, not yet submitted */
+  struct hb_qlist timers;       /* HB_OP_TIMEOUT requests, unordered */
 };
+
+static uint64_t mono_ns(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t) ts.tv_sec * 1000000000u + (uint64_t) ts.tv_nsec;
+}
 
 static int aio_probe(unsigned depth, char *err, size_t errlen)
 {
@@ -80,6 +93,7 @@ static int aio_init(struct hb_loop *l, char *err, size_t errlen)
     s->free_slots[i] = &s->iocbs[i];
   s->nfree = l->depth;
   hb_qlist_init(&s->pending);
+  hb_qlist_init(&s->timers);
   return 0;
 }
 
@@ -100,8 +114,45 @@ static bool submit_batch(struct aio_state *s)
 
   while (s->pending.head && s->nfree && n < (int) (sizeof batch / sizeof batch[0])) {
     struct hb_req *req = hb_req_of(hb_qlist_pop(&s->pending));
-    struct iocb *cb = s->free_slots[--s->nfree];
+    struct iocb *cb;
 
+    if (req->op == HB_OP_CALL) {
+      req->res = 0;
+      req->complete(req);       /* may queue more: taken in this loop */
+      continue;
+    }
+    if (req->op == HB_OP_TIMEOUT) {
+      req->off = mono_ns() + req->timeout_ns;   /* its deadline */
+      req->qn.next = NULL;
+      hb_qlist_splice(&s->timers, &req->qn);
+      s->in_flight++;
+      continue;
+    }
+    if (req->op == HB_OP_SEND || req->op == HB_OP_RECV) {
+      ssize_t got = req->op == HB_OP_SEND
+        ? send(req->fd, req->buf + req->done, req->len - req->done,
+               MSG_DONTWAIT | MSG_NOSIGNAL)
+        : recv(req->fd, req->buf, req->len, MSG_DONTWAIT);
+      if (got >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+        if (hb_req_progress(req, got >= 0 ? (long) got : -(long) errno))
+          req->complete(req);
+        else
+          hb_qlist_push_front(&s->pending, &req->qn);   /* the rest of a send */
+        continue;
+      }
+      if (errno == EINTR) {
+        hb_qlist_push_front(&s->pending, &req->qn);
+        continue;
+      }
+      /* Not ready: an aio POLL for it; its completion retries the call. */
+      cb = s->free_slots[--s->nfree];
+      io_prep_poll(cb, req->fd, req->op == HB_OP_SEND ? POLLOUT : POLLIN);
+      io_set_eventfd(cb, s->done_efd);
+      cb->data = req;
+      batch[n++] = cb;
+      continue;
+    }
+    cb = s->free_slots[--s->nfree];
     if (req->op == HB_OP_READ) {
       io_prep_pread(cb, req->fd, req->buf + req->done, req->len - req->done,
                     (long long) (req->off + req->done));
@@ -155,9 +206,49 @@ static void reap(struct aio_state *s)
 
       s->free_slots[s->nfree++] = cb;
       s->in_flight--;
-      finish(s, req, res);
+      if (cb->aio_lio_opcode == IO_CMD_POLL && res >= 0)
+        hb_qlist_push_front(&s->pending, &req->qn);   /* ready: call again */
+      else
+        finish(s, req, res);
     }
   } while (n > 0);
+}
+
+/* Complete the timers whose deadline has passed (a completion may arm a
+ * new one: it goes to pending). */
+static void fire_timers(struct aio_state *s)
+{
+  struct hb_qnode *n = s->timers.head;
+  struct hb_qlist due;
+  uint64_t now = mono_ns();
+
+  hb_qlist_init(&due);
+  hb_qlist_init(&s->timers);
+  while (n) {
+    struct hb_qnode *next = n->next;
+    n->next = NULL;
+    hb_qlist_splice(hb_req_of(n)->off <= now ? &due : &s->timers, n);
+    n = next;
+  }
+  while ((n = hb_qlist_pop(&due))) {
+    struct hb_req *req = hb_req_of(n);
+    s->in_flight--;
+    req->res = 0;
+    req->complete(req);
+  }
+}
+
+/* poll()'s timeout: milliseconds to the nearest timer, -1 for none. */
+static int next_timeout(const struct aio_state *s)
+{
+  uint64_t now = mono_ns(), next = UINT64_MAX;
+
+  for (const struct hb_qnode *n = s->timers.head; n; n = n->next)
+    if (hb_req_of((struct hb_qnode *) n)->off < next)
+      next = hb_req_of((struct hb_qnode *) n)->off;
+  if (next == UINT64_MAX)
+    return -1;
+  return next <= now ? 0 : (int) ((next - now + 999999u) / 1000000u);
 }
 
 static void aio_run(struct hb_loop *l)
@@ -168,8 +259,20 @@ static void aio_run(struct hb_loop *l)
     { .fd = s->done_efd, .events = POLLIN },
   };
 
-  while (!__atomic_load_n(&l->stopping, __ATOMIC_ACQUIRE) || s->in_flight) {
-    if (poll(pfd, 2, -1) < 0) {
+  for (;;) {
+    fire_timers(s);
+    while (s->pending.head && s->nfree && submit_batch(s))
+      ;
+    /* Checked after the timers and the submissions, never before a sleep
+     * that nothing would end; what was queued before hb_loop_stop runs. */
+    if (__atomic_load_n(&l->stopping, __ATOMIC_ACQUIRE) && !s->in_flight) {
+      struct hb_qnode *last = hb_queue_take(&l->queue);
+      if (!last && !s->pending.head)
+        break;
+      hb_qlist_splice(&s->pending, last);
+      continue;
+    }
+    if (poll(pfd, 2, next_timeout(s)) < 0) {
       if (errno != EINTR)
         hb_error("poll: %m");
       continue;
@@ -184,8 +287,6 @@ static void aio_run(struct hb_loop *l)
       hb_queue_ack(&l->queue);
       hb_qlist_splice(&s->pending, hb_queue_take(&l->queue));
     }
-    while (s->pending.head && s->nfree && submit_batch(s))
-      ;
   }
 }
 
@@ -203,7 +304,8 @@ const struct hb_loop_ops hb_loop_aio_ops = {
   .run = aio_run,
   .fini = aio_fini,
   .push_local = aio_push_local,
-  .ops_mask = 1u << HB_OP_READ | 1u << HB_OP_WRITE,
+  .ops_mask = 1u << HB_OP_READ | 1u << HB_OP_WRITE | 1u << HB_OP_SEND |
+              1u << HB_OP_RECV | 1u << HB_OP_TIMEOUT | 1u << HB_OP_CALL,
 };
 
 #endif

@@ -138,7 +138,9 @@ static void uring_run(struct hb_loop *l)
   struct uring_state *s = l->priv;
 
   arm_kick(l, s);
-  while (!__atomic_load_n(&l->stopping, __ATOMIC_ACQUIRE) || s->in_flight) {
+  /* Stopping: what was queued before hb_loop_stop still runs. */
+  while (!__atomic_load_n(&l->stopping, __ATOMIC_ACQUIRE) || s->in_flight ||
+         s->pending.head) {
     struct io_uring_cqe *cqe;
     unsigned head, seen = 0;
     int r;

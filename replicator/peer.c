@@ -1480,9 +1480,10 @@ int hb_peer_start(struct hb_peer *p, struct hb_loop *loop, char *err, size_t err
 {
   int r;
 
-  if (!hb_loop_can(loop, HB_OP_SEND))
+  if (!hb_loop_can(loop, HB_OP_SEND) || !hb_loop_can(loop, HB_OP_RECV) ||
+      !hb_loop_can(loop, HB_OP_TIMEOUT))
     return hb_fail(err, errlen, ENOTSUP,
-                   "the peer link needs io_uring, which is not available here");
+                   "the peer link needs a loop that carries send, recv and timeouts");
   p->loop = loop;
   r = pthread_create(&p->connector, NULL, connector_main, p);
   if (r)

@@ -57,6 +57,7 @@ struct hb_res {
   bool peer_oos;
   bool declare_pair;            /* next STATE tells the peer: pair identical */
   bool fail_flush;              /* debug flag: fail the peer's FLUSH */
+  bool force_aio;               /* debug flag: the loop as if io_uring were missing */
   int primary;                  /* atomic copy of state.role == Primary */
   /* the Secondary's apply workers */
   pthread_t apply_thr[APPLY_THREADS];
@@ -449,6 +450,7 @@ static int open_replicated(struct hb_res *r, const struct hb_params *p, char *er
     return ret;
   r->replicated = true;
   r->fail_flush = p->fail_flush;
+  r->force_aio = p->force_aio_fallback;
   self = hb_config_self(&r->cfg);
   peer = hb_config_peer(&r->cfg);
   if (r->cfg.tls == HB_TLS_OFF)
@@ -536,7 +538,15 @@ int hb_res_start(struct hb_res *r, char *err, size_t errlen)
 
   if (ret < 0 || !r->replicated)
     return ret;
-  ret = hb_loop_start(HB_LOOP_URING, 256, &r->loop, err, errlen);
+  /* The link's loop: io_uring, or libaio where a ring cannot be made. */
+  char why[HB_ERRLEN] = "forced by -D hablock.force_aio_fallback=1";
+  if (r->force_aio || hb_loop_probe(HB_LOOP_URING, 256, why, sizeof why) < 0) {
+    hb_info("%s: replication loop: cannot create an io_uring ring (%s); using libaio",
+            r->cfg.name, why);
+    ret = hb_loop_start(HB_LOOP_AIO, 256, &r->loop, err, errlen);
+  } else {
+    ret = hb_loop_start(HB_LOOP_URING, 256, &r->loop, err, errlen);
+  }
   if (ret < 0)
     return ret;
   for (unsigned i = 0; i < APPLY_THREADS; i++) {

@@ -8,9 +8,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/falloc.h>
+#include <pthread.h>
 #include <semaphore.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -170,6 +173,168 @@ static void test_aio(void **state)
 #endif
 }
 
+/* ---- sockets, timers and calls: what the peer link uses ---- */
+
+struct done_log {
+  sem_t sem;
+  struct hb_req *order[8];
+  unsigned n;
+};
+
+static void note_done(struct hb_req *req)
+{
+  struct done_log *d = req->opaque;
+  d->order[d->n++] = req;       /* loop thread only */
+  sem_post(&d->sem);
+}
+
+static uint64_t ms_now(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t) ts.tv_sec * 1000u + (uint64_t) ts.tv_nsec / 1000000u;
+}
+
+/* Wait for one completion, 10 s at most: a lost one fails, never hangs. */
+#define wait_done(d) wait_done_at(d, __LINE__)
+static void wait_done_at(struct done_log *d, int line)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  ts.tv_sec += 10;
+  if (sem_timedwait(&d->sem, &ts) != 0)
+    fail_msg("no completion within 10 s (waiting at line %d)", line);
+}
+
+struct drain {
+  int fd;
+  unsigned char *buf;
+  size_t len;
+};
+
+static void *drain_main(void *arg)
+{
+  struct drain *dr = arg;
+  size_t got = 0;
+
+  usleep(20000);                /* let the sender fill the socket first */
+  while (got < dr->len) {
+    ssize_t n = read(dr->fd, dr->buf + got, dr->len - got);
+    if (n <= 0)
+      break;
+    got += (size_t) n;
+  }
+  dr->len = got;
+  return NULL;
+}
+
+static void links(enum hb_loop_kind kind)
+{
+  char err[256];
+  struct hb_loop *l;
+  struct done_log d = { .n = 0 };
+  struct hb_req rx, tx, t1, t2, call;
+  int sv[2];
+  char in[64];
+  const size_t big = 4u << 20;
+  unsigned char *out = malloc(big);
+  struct drain dr = { .buf = malloc(big), .len = big };
+  pthread_t th;
+  uint64_t t0;
+
+  assert_non_null(out);
+  assert_non_null(dr.buf);
+  sem_init(&d.sem, 0, 0);
+  assert_int_equal(hb_loop_start(kind, 8, &l, err, sizeof err), 0);
+  assert_true(hb_loop_can(l, HB_OP_SEND) && hb_loop_can(l, HB_OP_RECV) &&
+              hb_loop_can(l, HB_OP_TIMEOUT) && hb_loop_can(l, HB_OP_CALL));
+  assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+
+  /* A recv posted before anything arrives waits for it. */
+  rx = (struct hb_req) { .op = HB_OP_RECV, .fd = sv[0], .buf = in, .len = sizeof in,
+                         .complete = note_done, .opaque = &d };
+  assert_int_equal(hb_loop_submit(l, &rx), 0);
+  usleep(20000);
+  assert_int_equal(d.n, 0);
+  assert_int_equal(write(sv[1], "hello", 5), 5);
+  wait_done(&d);
+  assert_int_equal(rx.res, 5);
+  assert_memory_equal(in, "hello", 5);
+
+  /* A send larger than the socket takes: resumed until all is through. */
+  for (size_t i = 0; i < big; i++)
+    out[i] = (unsigned char) (i * 131 + 7);
+  dr.fd = sv[1];
+  assert_int_equal(pthread_create(&th, NULL, drain_main, &dr), 0);
+  tx = (struct hb_req) { .op = HB_OP_SEND, .fd = sv[0], .buf = (char *) out, .len = big,
+                         .complete = note_done, .opaque = &d };
+  assert_int_equal(hb_loop_submit(l, &tx), 0);
+  wait_done(&d);
+  pthread_join(th, NULL);
+  assert_int_equal(tx.res, 0);
+  assert_int_equal(dr.len, big);
+  assert_memory_equal(dr.buf, out, big);
+
+  /* Timers: the shorter one first, neither early. */
+  d.n = 0;
+  t0 = ms_now();
+  t1 = (struct hb_req) { .op = HB_OP_TIMEOUT, .timeout_ns = 80000000u,
+                         .complete = note_done, .opaque = &d };
+  t2 = (struct hb_req) { .op = HB_OP_TIMEOUT, .timeout_ns = 30000000u,
+                         .complete = note_done, .opaque = &d };
+  assert_int_equal(hb_loop_submit(l, &t1), 0);
+  assert_int_equal(hb_loop_submit(l, &t2), 0);
+  wait_done(&d);
+  wait_done(&d);
+  assert_ptr_equal(d.order[0], &t2);
+  assert_ptr_equal(d.order[1], &t1);
+  assert_int_equal(t1.res, 0);
+  assert_true(ms_now() - t0 >= 80);
+
+  /* A call runs on the loop; a recv sees the end of the stream as 0. */
+  call = (struct hb_req) { .op = HB_OP_CALL, .complete = note_done, .opaque = &d };
+  assert_int_equal(hb_loop_submit(l, &call), 0);
+  wait_done(&d);
+  rx = (struct hb_req) { .op = HB_OP_RECV, .fd = sv[0], .buf = in, .len = sizeof in,
+                         .complete = note_done, .opaque = &d };
+  assert_int_equal(hb_loop_submit(l, &rx), 0);
+  close(sv[1]);
+  wait_done(&d);
+  assert_int_equal(rx.res, 0);
+
+  /* Stopping with a timer armed waits for it, then returns. */
+  t1 = (struct hb_req) { .op = HB_OP_TIMEOUT, .timeout_ns = 50000000u,
+                         .complete = note_done, .opaque = &d };
+  assert_int_equal(hb_loop_submit(l, &t1), 0);
+  hb_loop_stop(l);
+  wait_done(&d);
+  close(sv[0]);
+  sem_destroy(&d.sem);
+  free(out);
+  free(dr.buf);
+}
+
+static void test_links_uring(void **state)
+{
+#if HAVE_LIBURING
+  char err[256];
+  if (hb_loop_probe(HB_LOOP_URING, 8, err, sizeof err) < 0)
+    skip();
+  links(HB_LOOP_URING);
+#else
+  skip();
+#endif
+}
+
+static void test_links_aio(void **state)
+{
+#if HAVE_LIBAIO
+  links(HB_LOOP_AIO);
+#else
+  skip();
+#endif
+}
+
 static void test_start_stop_idle(void **state)
 {
   char err[256];
@@ -187,6 +352,8 @@ int main(void)
     cmocka_unit_test(test_progress_table),
     cmocka_unit_test(test_uring),
     cmocka_unit_test(test_aio),
+    cmocka_unit_test(test_links_uring),
+    cmocka_unit_test(test_links_aio),
     cmocka_unit_test(test_start_stop_idle),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
