@@ -127,7 +127,7 @@ void hb_loop_stop(struct hb_loop *l)
 
 bool hb_loop_can(const struct hb_loop *l, enum hb_op op)
 {
-  return l->ops->ops_mask & (1u << op);
+  return (l->ops->ops_mask & ~l->ops_missing) & (1u << op);
 }
 
 int hb_loop_submit(struct hb_loop *l, struct hb_req *req)

@@ -83,6 +83,7 @@ struct hb_loop {
   const struct hb_loop_ops *ops;
   struct hb_queue queue;
   unsigned depth;
+  unsigned ops_missing;              /* of ops_mask, what this kernel lacks */
   volatile bool stopping;
   void *priv;                        /* the backend's state */
 };

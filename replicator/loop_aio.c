@@ -26,7 +26,8 @@
 struct aio_state {
   io_context_t ctx;
   int done_efd;
-  unsigned in_flight;
+  unsigned in_flight;            /* iocbs in the kernel */
+  unsigned ntimers;             /* armed HB_OP_TIMEOUT requests */
   struct iocb *iocbs;           /* depth slots */
   struct iocb **free_slots;     /* stack of free slots */
   unsigned nfree;
@@ -51,6 +52,27 @@ static int aio_probe(unsigned depth, char *err, size_t errlen)
     return hb_fail(err, errlen, -r, "io_setup: %s", strerror(-r));
   io_destroy(ctx);
   return 0;
+}
+
+/* IOCB_CMD_POLL came with Linux 4.18: try one on a readable eventfd. */
+static bool poll_works(io_context_t ctx)
+{
+  struct iocb cb, *cbs[1] = { &cb };
+  struct io_event ev;
+  struct timespec ts = { 1, 0 };
+  uint64_t one = 1;
+  bool ok = false;
+  int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+
+  if (fd < 0)
+    return false;
+  if (write(fd, &one, sizeof one) == (ssize_t) sizeof one) {
+    io_prep_poll(&cb, fd, POLLIN);
+    if (io_submit(ctx, 1, cbs) == 1)
+      ok = io_getevents(ctx, 1, 1, &ev, &ts) == 1 && (long) ev.res >= 0;
+  }
+  close(fd);
+  return ok;
 }
 
 static void aio_fini(struct hb_loop *l)
@@ -89,6 +111,10 @@ static int aio_init(struct hb_loop *l, char *err, size_t errlen)
     aio_fini(l);
     return hb_fail(err, errlen, -r, "io_setup: %s", strerror(-r));
   }
+  if (!poll_works(s->ctx)) {
+    hb_debug("aio: this kernel has no aio POLL: no socket I/O on this loop");
+    l->ops_missing = 1u << HB_OP_SEND | 1u << HB_OP_RECV;
+  }
   for (unsigned i = 0; i < l->depth; i++)
     s->free_slots[i] = &s->iocbs[i];
   s->nfree = l->depth;
@@ -125,7 +151,7 @@ static bool submit_batch(struct aio_state *s)
       req->off = mono_ns() + req->timeout_ns;   /* its deadline */
       req->qn.next = NULL;
       hb_qlist_splice(&s->timers, &req->qn);
-      s->in_flight++;
+      s->ntimers++;
       continue;
     }
     if (req->op == HB_OP_SEND || req->op == HB_OP_RECV) {
@@ -198,7 +224,7 @@ static void reap(struct aio_state *s)
   int n;
 
   do {
-    n = io_getevents(s->ctx, 0, (long) (s->nfree + s->in_flight), s->events, &zero);
+    n = io_getevents(s->ctx, 0, (long) s->in_flight, s->events, &zero);
     for (int i = 0; i < n; i++) {
       struct iocb *cb = s->events[i].obj;
       struct hb_req *req = cb->data;
@@ -232,7 +258,7 @@ static void fire_timers(struct aio_state *s)
   }
   while ((n = hb_qlist_pop(&due))) {
     struct hb_req *req = hb_req_of(n);
-    s->in_flight--;
+    s->ntimers--;
     req->res = 0;
     req->complete(req);
   }
@@ -265,7 +291,7 @@ static void aio_run(struct hb_loop *l)
       ;
     /* Checked after the timers and the submissions, never before a sleep
      * that nothing would end; what was queued before hb_loop_stop runs. */
-    if (__atomic_load_n(&l->stopping, __ATOMIC_ACQUIRE) && !s->in_flight) {
+    if (__atomic_load_n(&l->stopping, __ATOMIC_ACQUIRE) && !s->in_flight && !s->ntimers) {
       struct hb_qnode *last = hb_queue_take(&l->queue);
       if (!last && !s->pending.head)
         break;

@@ -138,14 +138,22 @@ static void uring_run(struct hb_loop *l)
   struct uring_state *s = l->priv;
 
   arm_kick(l, s);
-  /* Stopping: what was queued before hb_loop_stop still runs. */
-  while (!__atomic_load_n(&l->stopping, __ATOMIC_ACQUIRE) || s->in_flight ||
-         s->pending.head) {
+  for (;;) {
     struct io_uring_cqe *cqe;
     unsigned head, seen = 0;
     int r;
 
     fill_ring(l, s);
+    /* Stopping: what was queued before hb_loop_stop still runs, and the
+     * loop never sleeps with nothing in flight (the kick is not re-armed
+     * once stopping is seen, so nothing would wake it). */
+    if (__atomic_load_n(&l->stopping, __ATOMIC_ACQUIRE) && !s->in_flight) {
+      struct hb_qnode *last = hb_queue_take(&l->queue);
+      if (!last && !s->pending.head)
+        break;
+      hb_qlist_splice(&s->pending, last);
+      continue;
+    }
     r = io_uring_submit_and_wait(&s->ring, 1);
     if (r < 0 && r != -EINTR && r != -EAGAIN && r != -EBUSY) {
       hb_error("io_uring_submit_and_wait: %s", strerror(-r));

@@ -23,6 +23,15 @@
 #define RX_CHUNK (256u << 10)
 #define STAGE_SIZE (16u << 10)  /* one TLS record of small frames */
 
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield");
+#endif
+}
+
 enum link_state { L_DOWN, L_TLS, L_HELLO, L_UP, L_CLOSING };
 
 struct reply {                  /* an ACK/NACK on its way to the loop */
@@ -47,6 +56,7 @@ struct hb_peer {
   pthread_mutex_t lock;
   pthread_cond_t cond;
   bool stopping;
+  bool stopped;                 /* hb_peer_stop is done: submit nothing to the loop */
   bool wanted;                  /* hactl connect/disconnect */
   bool busy;                    /* a socket is with the loop */
   bool link_was_up;             /* that socket got as far as L_UP */
@@ -493,6 +503,7 @@ static void link_unlock(struct hb_peer *p, bool on_loop)
       take_incoming(p, on_loop);
     bool outer = --p->lock_depth == 0;
     pthread_mutex_unlock(&p->link_lock);
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);   /* pairs with hb_peer_send_io */
     if (!outer || !__atomic_load_n(&p->incoming, __ATOMIC_ACQUIRE))
       return;
     if (pthread_mutex_trylock(&p->link_lock) != 0)
@@ -1081,6 +1092,17 @@ static void on_resume(struct hb_req *req)
   free(req);
 }
 
+/* Any thread: a CALL to the loop (req malloc'd, freed by its callback), or
+ * nothing once the peer is stopped: apply completions and the resource's
+ * state changes can still come while the loop is being stopped. */
+static void submit_call(struct hb_peer *p, struct hb_req *req)
+{
+  pthread_mutex_lock(&p->lock);
+  if (p->stopped || !p->loop || hb_loop_submit(p->loop, req) < 0)
+    free(req);
+  pthread_mutex_unlock(&p->lock);
+}
+
 void hb_peer_resume(struct hb_peer *p)
 {
   struct hb_req *req = calloc(1, sizeof *req);
@@ -1090,7 +1112,7 @@ void hb_peer_resume(struct hb_peer *p)
     return;
   }
   *req = (struct hb_req) { .op = HB_OP_CALL, .complete = on_resume, .opaque = p };
-  hb_loop_submit(p->loop, req);
+  submit_call(p, req);
 }
 
 static void on_stop(struct hb_req *req)
@@ -1132,6 +1154,9 @@ int hb_peer_send_io(struct hb_peer *p, struct hb_peer_io *io)
     io->next = head;
   while (!__atomic_compare_exchange_n(&p->incoming, &head, io, true,
                                       __ATOMIC_RELEASE, __ATOMIC_RELAXED));
+  /* Store incoming, then try the lock; the holder unlocks, then loads
+   * incoming: each side must see the other's step (see link_unlock). */
+  __atomic_thread_fence(__ATOMIC_SEQ_CST);
   if (pthread_mutex_trylock(&p->link_lock) == 0) {
     p->lock_depth++;
     link_unlock(p, false);
@@ -1149,7 +1174,7 @@ int hb_peer_io_wait(struct hb_peer_io *io)
     while (!(answered = sem_trywait(&io->done) == 0) &&
            __atomic_load_n(&p->waiters, __ATOMIC_ACQUIRE) == 1 && now_ns() < until)
       for (int i = 0; i < 32; i++)
-        __builtin_ia32_pause();
+        cpu_relax();
   }
   while (!answered && !(answered = sem_wait(&io->done) == 0) && errno == EINTR)
     ;
@@ -1238,7 +1263,7 @@ void hb_peer_send_state(struct hb_peer *p, const struct hb_state_msg *s)
   p->state_pending = true;
   pthread_mutex_unlock(&p->lock);
   *req = (struct hb_req) { .op = HB_OP_CALL, .complete = on_state, .opaque = p };
-  hb_loop_submit(p->loop, req);
+  submit_call(p, req);
 }
 
 void hb_peer_set_wanted(struct hb_peer *p, bool wanted)
@@ -1253,7 +1278,7 @@ void hb_peer_set_wanted(struct hb_peer *p, bool wanted)
     return;
   *req = (struct hb_req) { .op = HB_OP_CALL, .complete = on_want, .opaque = p,
                            .mode = wanted };
-  hb_loop_submit(p->loop, req);
+  submit_call(p, req);
 }
 
 void hb_peer_info(struct hb_peer *p, struct hb_peer_info *out)
@@ -1483,7 +1508,7 @@ int hb_peer_start(struct hb_peer *p, struct hb_loop *loop, char *err, size_t err
   if (!hb_loop_can(loop, HB_OP_SEND) || !hb_loop_can(loop, HB_OP_RECV) ||
       !hb_loop_can(loop, HB_OP_TIMEOUT))
     return hb_fail(err, errlen, ENOTSUP,
-                   "the peer link needs a loop that carries send, recv and timeouts");
+                   "the peer link needs io_uring, or libaio with aio POLL (Linux 4.18 or later)");
   p->loop = loop;
   r = pthread_create(&p->connector, NULL, connector_main, p);
   if (r)
@@ -1506,7 +1531,10 @@ void hb_peer_stop(struct hb_peer *p)
   if (p->connector_started)
     pthread_join(p->connector, NULL);
   p->connector_started = false;
-  if (!p->loop)
+  pthread_mutex_lock(&p->lock);
+  bool done_already = !p->loop || p->stopped;
+  pthread_mutex_unlock(&p->lock);
+  if (done_already)
     return;
   /* Drop the link on the loop; its recv and send then complete, and the
    * timer stops re-arming, so the loop can be stopped after this. */
@@ -1517,7 +1545,9 @@ void hb_peer_stop(struct hb_peer *p)
     while (sem_wait(&done) < 0 && errno == EINTR)
       ;
   sem_destroy(&done);
-  p->loop = NULL;               /* stopped: a second call does nothing */
+  pthread_mutex_lock(&p->lock);
+  p->stopped = true;            /* a second call does nothing */
+  pthread_mutex_unlock(&p->lock);
 }
 
 void hb_peer_free(struct hb_peer *p)

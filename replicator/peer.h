@@ -49,7 +49,10 @@ struct hb_peer_io {
 };
 
 struct hb_peer_events {
-  /* All run on the loop thread. */
+  /* Run with the link's lock held, on the loop thread or on a worker or
+   * apply thread that is sending (a failed send ends the link there): they
+   * must not wait for the loop nor call back into the peer, except
+   * hb_peer_reply_local from apply on the loop thread. */
   void (*make_hello)(void *opaque, struct hb_hello *out);
   /* 0: accept the peer; otherwise refuse with one line in msg. */
   int (*hello)(void *opaque, const struct hb_hello *remote, char *msg, size_t len);

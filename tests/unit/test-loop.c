@@ -346,6 +346,26 @@ static void test_start_stop_idle(void **state)
   }
 }
 
+/* A call queued just before the stop runs, and the stop returns (the
+ * io_uring loop once slept for ever here: nothing in flight, no kick). */
+static void test_call_then_stop(void **state)
+{
+  char err[256];
+  struct hb_loop *l;
+
+  for (int i = 0; i < 200; i++) {
+    struct done_log d = { .n = 0 };
+    struct hb_req call = { .op = HB_OP_CALL, .complete = note_done, .opaque = &d };
+    sem_init(&d.sem, 0, 0);
+    assert_int_equal(hb_loop_start(i % 2 && HAVE_LIBAIO ? HB_LOOP_AIO : HB_LOOP_URING,
+                                   4, &l, err, sizeof err), 0);
+    assert_int_equal(hb_loop_submit(l, &call), 0);
+    hb_loop_stop(l);
+    assert_int_equal(sem_trywait(&d.sem), 0);
+    sem_destroy(&d.sem);
+  }
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -355,6 +375,7 @@ int main(void)
     cmocka_unit_test(test_links_uring),
     cmocka_unit_test(test_links_aio),
     cmocka_unit_test(test_start_stop_idle),
+    cmocka_unit_test(test_call_then_stop),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
