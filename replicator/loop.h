@@ -12,8 +12,17 @@
 #include <stddef.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "queue.h"
+
+/* CLOCK_MONOTONIC in nanoseconds: deadlines, timers, pings. */
+static inline uint64_t hb_now_ns(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t) ts.tv_sec * 1000000000u + (uint64_t) ts.tv_nsec;
+}
 
 enum hb_op {
   HB_OP_READ,

@@ -17,7 +17,6 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -36,12 +35,7 @@ struct aio_state {
   struct hb_qlist timers;       /* HB_OP_TIMEOUT requests, unordered */
 };
 
-static uint64_t mono_ns(void)
-{
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t) ts.tv_sec * 1000000000u + (uint64_t) ts.tv_nsec;
-}
+
 
 static int aio_probe(unsigned depth, char *err, size_t errlen)
 {
@@ -148,7 +142,7 @@ static bool submit_batch(struct aio_state *s)
       continue;
     }
     if (req->op == HB_OP_TIMEOUT) {
-      req->off = mono_ns() + req->timeout_ns;   /* its deadline */
+      req->off = hb_now_ns() + req->timeout_ns;   /* its deadline */
       req->qn.next = NULL;
       hb_qlist_splice(&s->timers, &req->qn);
       s->ntimers++;
@@ -159,15 +153,8 @@ static bool submit_batch(struct aio_state *s)
         ? send(req->fd, req->buf + req->done, req->len - req->done,
                MSG_DONTWAIT | MSG_NOSIGNAL)
         : recv(req->fd, req->buf, req->len, MSG_DONTWAIT);
-      if (got >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
-        if (hb_req_progress(req, got >= 0 ? (long) got : -(long) errno))
-          req->complete(req);
-        else
-          hb_qlist_push_front(&s->pending, &req->qn);   /* the rest of a send */
-        continue;
-      }
-      if (errno == EINTR) {
-        hb_qlist_push_front(&s->pending, &req->qn);
+      if (got >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
+        finish(s, req, got >= 0 ? (long) got : -(long) errno);  /* EINTR: again */
         continue;
       }
       /* Not ready: an aio POLL for it; its completion retries the call. */
@@ -246,7 +233,7 @@ static void fire_timers(struct aio_state *s)
 {
   struct hb_qnode *n = s->timers.head;
   struct hb_qlist due;
-  uint64_t now = mono_ns();
+  uint64_t now = hb_now_ns();
 
   hb_qlist_init(&due);
   hb_qlist_init(&s->timers);
@@ -267,7 +254,7 @@ static void fire_timers(struct aio_state *s)
 /* poll()'s timeout: milliseconds to the nearest timer, -1 for none. */
 static int next_timeout(const struct aio_state *s)
 {
-  uint64_t now = mono_ns(), next = UINT64_MAX;
+  uint64_t now = hb_now_ns(), next = UINT64_MAX;
 
   for (const struct hb_qnode *n = s->timers.head; n; n = n->next)
     if (hb_req_of((struct hb_qnode *) n)->off < next)

@@ -109,13 +109,6 @@ struct hb_peer {
   char why[256];
 };
 
-static uint64_t now_ns(void)
-{
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t) ts.tv_sec * 1000000000u + (uint64_t) ts.tv_nsec;
-}
-
 /* ---- the channel: TLS or plaintext behind one interface ---- */
 
 static ssize_t ch_write(struct hb_peer *p, const void *buf, size_t len)
@@ -380,7 +373,7 @@ static void link_flush(struct hb_peer *p)
   p->tx_inflight = n;
   p->tx_req = (struct hb_req) { .op = HB_OP_SEND, .fd = p->fd, .buf = (char *) out,
                                 .len = n, .complete = on_send, .opaque = p };
-  p->last_tx_ns = now_ns();
+  p->last_tx_ns = hb_now_ns();
   hb_loop_submit_local(p->loop, &p->tx_req);
 }
 
@@ -409,7 +402,7 @@ static void link_flush_direct(struct hb_peer *p)
       link_fail(p, "send: %s", w < 0 ? strerror(errno) : "no progress");
       return;
     }
-    p->last_tx_ns = now_ns();
+    p->last_tx_ns = hb_now_ns();
     ch_consume_out(p, (size_t) w);
   }
   if (p->st != L_UP || p->tx_busy || p->kick_queued)
@@ -885,7 +878,7 @@ static void on_recv_locked(struct hb_peer *p, struct hb_req *req)
     p->eof = true;
   } else {
     ch_in_commit(p, (size_t) req->res);
-    p->last_rx_ns = now_ns();
+    p->last_rx_ns = hb_now_ns();
   }
   link_process(p);
   if (p->st != L_CLOSING && p->st != L_DOWN) {
@@ -953,7 +946,7 @@ static void on_kick(struct hb_req *req)
 static void on_timer(struct hb_req *req)
 {
   struct hb_peer *p = req->opaque;
-  uint64_t now = now_ns();
+  uint64_t now = hb_now_ns();
 
   link_lock(p);
   p->timer_busy = false;
@@ -991,7 +984,7 @@ static void attach_locked(struct hb_peer *p, struct hb_req *req)
 
   p->fd = req->fd;
   p->link_gen++;
-  p->attach_ns = p->last_rx_ns = now_ns();
+  p->attach_ns = p->last_rx_ns = hb_now_ns();
   if (!p->timer_busy) {
     p->timer_req.opaque = p;
     on_timer(&p->timer_req);
@@ -1170,9 +1163,9 @@ int hb_peer_io_wait(struct hb_peer_io *io)
   bool answered = false;
 
   if (__atomic_add_fetch(&p->waiters, 1, __ATOMIC_ACQ_REL) == 1 && p->cfg.ack_spin_ns) {
-    uint64_t until = now_ns() + p->cfg.ack_spin_ns;
+    uint64_t until = hb_now_ns() + p->cfg.ack_spin_ns;
     while (!(answered = sem_trywait(&io->done) == 0) &&
-           __atomic_load_n(&p->waiters, __ATOMIC_ACQUIRE) == 1 && now_ns() < until)
+           __atomic_load_n(&p->waiters, __ATOMIC_ACQUIRE) == 1 && hb_now_ns() < until)
       for (int i = 0; i < 32; i++)
         cpu_relax();
   }
@@ -1377,7 +1370,7 @@ static void *connector_main(void *arg)
 {
   struct hb_peer *p = arg;
   unsigned backoff = 100;
-  unsigned seed = (unsigned) now_ns();
+  unsigned seed = (unsigned) hb_now_ns();
 
   while (wait_idle_and_wanted(p)) {
     if (p->listen_fd >= 0) {
