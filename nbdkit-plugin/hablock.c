@@ -18,6 +18,9 @@ NBDKIT_DLL_PUBLIC int hablock_debug_fail_flush = 0;
 /* Tuning, for measuring: microseconds a lone waiter spins for its ACK
  * (replication; -1: the built-in default, 0: never spin). */
 NBDKIT_DLL_PUBLIC int hablock_debug_ack_spin_us = -1;
+/* Tuning, for measuring: 0 lets page-cache writes to a file contend on the
+ * kernel's inode lock instead of waiting on ours. */
+NBDKIT_DLL_PUBLIC int hablock_debug_write_lock = 1;
 
 static struct hb_params params;
 static struct hb_res *res;
@@ -72,6 +75,7 @@ static int hablock_config_complete(void)
   params.force_aio_fallback = hablock_debug_force_aio_fallback != 0;
   params.fail_flush = hablock_debug_fail_flush != 0;
   params.ack_spin_us = hablock_debug_ack_spin_us;
+  params.no_write_lock = hablock_debug_write_lock == 0;
   if (hb_params_check(&params, err, sizeof err) < 0) {
     nbdkit_error("%s", err);
     return -1;

@@ -42,6 +42,13 @@ struct hb_dev {
   struct hb_loop *loop;
   struct hb_inflight inflight;
   void *zeroes;                 /* BOUNCE_MAX zero bytes, aligned */
+  /* Page-cache writes to a regular file take the inode's lock exclusively
+   * in the kernel, so only one runs at a time whatever we do; waiting for
+   * it, the others spin on the lock's owner (rwsem optimistic spinning),
+   * burning the CPU that nbdkit's other workers and the client need. They
+   * sleep on this mutex instead (measured in docs/benchmarks.md). */
+  bool write_lock_on;
+  pthread_mutex_t write_lock;
 };
 
 /* ---- per-thread bounce buffers (nbdkit workers come and go with
@@ -99,6 +106,8 @@ int hb_dev_open(const struct hb_params *p, struct hb_dev **out,
   }
   memset(d->zeroes, 0, BOUNCE_MAX);
   hb_inflight_init(&d->inflight, d->disk.direct ? d->disk.off_align : 1);
+  pthread_mutex_init(&d->write_lock, NULL);
+  d->write_lock_on = !d->disk.direct && !d->disk.is_blk && !p->no_write_lock;
 
   d->io = p->io;
   if (d->io == HB_IO_DEFAULT)
@@ -149,6 +158,7 @@ void hb_dev_close(struct hb_dev *d)
     return;
   hb_loop_stop(d->loop);
   hb_inflight_destroy(&d->inflight);
+  pthread_mutex_destroy(&d->write_lock);
   hb_disk_close(&d->disk);
   free(d->zeroes);
   free(d);
@@ -176,8 +186,19 @@ static int io_rw(struct hb_dev *d, enum hb_op op, void *buf, uint64_t len,
     };
     return hb_loop_run(d->loop, &req);
   }
-  return op == HB_OP_READ ? hb_pread_full(d->disk.fd, buf, len, off)
-                          : hb_pwrite_full(d->disk.fd, buf, len, off, rwflags);
+  if (op == HB_OP_READ)
+    return hb_pread_full(d->disk.fd, buf, len, off);
+  /* A synchronous write (FUA) waits for the disk after the kernel has
+   * dropped the inode lock: it must not hold up the others' writes. */
+  if (d->write_lock_on && !(rwflags & RWF_DSYNC)) {
+    int r;
+
+    pthread_mutex_lock(&d->write_lock);
+    r = hb_pwrite_full(d->disk.fd, buf, len, off, rwflags);
+    pthread_mutex_unlock(&d->write_lock);
+    return r;
+  }
+  return hb_pwrite_full(d->disk.fd, buf, len, off, rwflags);
 }
 
 static int io_fallocate(struct hb_dev *d, int mode, uint64_t off, uint64_t len)
