@@ -150,6 +150,7 @@ start_hablock() {
 start_qemu-quorum() {
   local name=$1 sock=$2 disk=$3 port
   cp --sparse=never "$disk" "$WORK/peer.img"
+  prepare_backing "$WORK/peer.img"     # cached like the disk
   port=$(free_port)
   spawn "$name-peer" nbdkit -f --exit-with-parent -i 127.0.0.1 -p "$port" file file="$WORK/peer.img"
   wait_ready "nbd://127.0.0.1:$port/" || return 0
@@ -170,6 +171,7 @@ start_hablock-repl() {
   local name=$1 sock=$2 disk=$3 tls=$4 pa pb n
   shift 4
   cp --sparse=never "$disk" "$WORK/peer.img"
+  prepare_backing "$WORK/peer.img"     # cached like the disk
   [[ -f $WORK/tls/ca.crt ]] || sh "$REPO/tests/tls/mkcerts.sh" "$WORK/tls" >/dev/null 2>&1 ||
     { note "cannot make certificates"; return 0; }
   pa=$(free_port) pb=$(free_port)
@@ -293,9 +295,16 @@ make_backing() {
 
 # Same start for every run: nothing dirty left by the previous server, the
 # whole file in the page cache (page-cache servers read memory; O_DIRECT
-# servers bypass it either way).
+# servers bypass it either way), and the same pages: the file is evicted
+# first, then read, so the cache holds what readahead makes of it every
+# time. Without the eviction the folio sizes depend on earlier runs (an
+# O_DIRECT server's writes drop the pages they cover, buffered writes leave
+# a large folio as it is), and a 4k write into a large folio costs the
+# kernel 2-3x more: the 4k QD32 rows of one server differed 2x between
+# passes.
 prepare_backing() {
   sync --data "$1"
+  dd if="$1" iflag=nocache count=0 status=none
   dd if="$1" of=/dev/null bs=1M status=none
 }
 
@@ -444,7 +453,7 @@ main() {
       "$(date -u -r "$PLUGIN" '+%Y-%m-%d %H:%M UTC' 2>/dev/null || echo '?')" \
       "$(git -C "$REPO" describe --always --dirty 2>/dev/null || echo 'no commit')"
     printf 'transport\tUnix sockets (nbd+unix), client and servers on this host\n'
-    printf 'backing\t%s (%s bytes) file fully written with random data, %s on %s, synced and read into the page cache before every run\n' \
+    printf 'backing\t%s (%s bytes) file fully written with random data, %s on %s, synced, evicted from and read into the page cache before every run\n' \
       "$SIZE" "$bytes" "$fstype" "$DIR"
     printf 'runs\tpasses: %s, workloads: %s, servers: %s; %ss measured after %ss ramp; a fresh server per run; server order reversed on even passes\n' \
       "$PASSES" "${#jobs[@]}" "${#servers[@]}" "$RUNTIME" "$RAMP"
