@@ -22,6 +22,7 @@
 #include "inflight.h"
 #include "log.h"
 #include "loop.h"
+#include "wlock.h"
 
 #ifndef PR_SET_IO_FLUSHER
 #define PR_SET_IO_FLUSHER 57
@@ -46,9 +47,9 @@ struct hb_dev {
    * in the kernel, so only one runs at a time whatever we do; waiting for
    * it, the others spin on the lock's owner (rwsem optimistic spinning),
    * burning the CPU that nbdkit's other workers and the client need. They
-   * sleep on this mutex instead (measured in docs/benchmarks.md). */
+   * sleep on this lock instead (wlock.h; docs/architecture.md). */
   bool write_lock_on;
-  pthread_mutex_t write_lock;
+  struct hb_wlock write_lock;
 };
 
 /* ---- per-thread bounce buffers (nbdkit workers come and go with
@@ -106,7 +107,7 @@ int hb_dev_open(const struct hb_params *p, struct hb_dev **out,
   }
   memset(d->zeroes, 0, BOUNCE_MAX);
   hb_inflight_init(&d->inflight, d->disk.direct ? d->disk.off_align : 1);
-  pthread_mutex_init(&d->write_lock, NULL);
+  hb_wlock_init(&d->write_lock);
   d->write_lock_on = !d->disk.direct && !d->disk.is_blk && !p->no_write_lock;
 
   d->io = p->io;
@@ -158,7 +159,7 @@ void hb_dev_close(struct hb_dev *d)
     return;
   hb_loop_stop(d->loop);
   hb_inflight_destroy(&d->inflight);
-  pthread_mutex_destroy(&d->write_lock);
+  hb_wlock_destroy(&d->write_lock);
   hb_disk_close(&d->disk);
   free(d->zeroes);
   free(d);
@@ -193,9 +194,9 @@ static int io_rw(struct hb_dev *d, enum hb_op op, void *buf, uint64_t len,
   if (d->write_lock_on && !(rwflags & RWF_DSYNC)) {
     int r;
 
-    pthread_mutex_lock(&d->write_lock);
+    hb_wlock_lock(&d->write_lock);
     r = hb_pwrite_full(d->disk.fd, buf, len, off, rwflags);
-    pthread_mutex_unlock(&d->write_lock);
+    hb_wlock_unlock(&d->write_lock);
     return r;
   }
   return hb_pwrite_full(d->disk.fd, buf, len, off, rwflags);
