@@ -18,9 +18,9 @@ NBDKIT_DLL_PUBLIC int hablock_debug_fail_flush = 0;
 /* Tuning, for measuring: microseconds a lone waiter spins for its ACK
  * (replication; -1: the built-in default, 0: never spin). */
 NBDKIT_DLL_PUBLIC int hablock_debug_ack_spin_us = -1;
-/* Tuning, for measuring: 0 lets page-cache writes to a file contend on the
- * kernel's inode lock instead of waiting on ours. */
-NBDKIT_DLL_PUBLIC int hablock_debug_write_lock = 1;
+/* An experiment, off by default: 1 makes page-cache writes to a file wait
+ * on our lock (wlock.h) instead of the kernel's inode lock. */
+NBDKIT_DLL_PUBLIC int hablock_debug_write_lock = 0;
 
 static struct hb_params params;
 static struct hb_res *res;

@@ -46,8 +46,9 @@ struct hb_dev {
   /* Page-cache writes to a regular file take the inode's lock exclusively
    * in the kernel, so only one runs at a time whatever we do; waiting for
    * it, the others spin on the lock's owner (rwsem optimistic spinning),
-   * burning the CPU that nbdkit's other workers and the client need. They
-   * sleep on this lock instead (wlock.h; docs/architecture.md). */
+   * burning the CPU that nbdkit's other workers and the client need. With
+   * -D hablock.write_lock=1 they sleep on this lock instead (wlock.h): an
+   * experiment, off by default (docs/architecture.md has why). */
   bool write_lock_on;
   struct hb_wlock write_lock;
 };

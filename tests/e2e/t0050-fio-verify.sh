@@ -10,12 +10,13 @@ requires nbdkit nbdinfo fio truncate /usr/bin/python3
 skip_unless "fio has no nbd engine" sh -c 'fio --enghelp=nbd | grep -q uri'
 
 size=$((64 << 20))
+extra=()        # nbdkit options for the server
 
 fio_verify() {   # NAME IO CACHE FIO-OPTION...
     local name=$1 io=$2 cache=$3; shift 3
     rm -f "$T/disk.img"
     truncate -s "$size" "$T/disk.img"
-    start_hablock fio disk="$T/disk.img" io="$io" cache="$cache"
+    start_hablock fio "${extra[@]}" disk="$T/disk.img" io="$io" cache="$cache"
     # The report goes to a file: the engine prints to stdout on connecting.
     timeout -k 5 60 fio --name="$name" --ioengine=nbd --uri="${HB_URI[fio]}" \
         --rw=randwrite --iodepth=16 --size="$size" \
@@ -40,3 +41,8 @@ fio_each() {   # IO CACHE
 }
 
 for_each_backend fio_each
+
+# The opt-in page-cache write lock, under the same concurrent writes.
+extra=(-Dhablock.write_lock=1)
+log "== io=sync cache=writeback -D hablock.write_lock=1"
+fio_each sync writeback
