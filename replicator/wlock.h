@@ -1,4 +1,6 @@
-/* The lock that page-cache writes to one file take (dev.c): a mutex that a
+/* The lock that page-cache writes to one file take with
+ * -D hablock.write_lock=1 (dev.c; an experiment, off by default: see
+ * docs/architecture.md for when it wins and when it loses): a mutex that a
  * running thread may take at once when it is free, even ahead of threads
  * asleep waiting for it, as long as none of those has waited long. Taking
  * a free lock at once keeps it busy while a sleeper wakes up (tens of
