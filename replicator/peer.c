@@ -377,7 +377,7 @@ static void link_flush(struct hb_peer *p)
   hb_loop_submit_local(p->loop, &p->tx_req);
 }
 
-static void on_kick(struct hb_req *req);
+static void on_link_call(struct hb_req *req);
 
 /* Any other thread, under link_lock: the same, but when no send is in
  * flight the output goes out through this thread's own send(2), as far as
@@ -409,7 +409,7 @@ static void link_flush_direct(struct hb_peer *p)
     return;
   if (p->txq || ch_pending_out(p, &out) > 0) {
     p->kick_queued = true;
-    p->kick_req = (struct hb_req) { .op = HB_OP_CALL, .complete = on_kick, .opaque = p };
+    p->kick_req = (struct hb_req) { .op = HB_OP_CALL, .complete = on_link_call, .opaque = p };
     if (hb_loop_submit(p->loop, &p->kick_req) < 0) {
       p->kick_queued = false;
       link_fail(p, "cannot hand the output to the loop thread");
@@ -933,12 +933,18 @@ static void on_send(struct hb_req *req)
   link_unlock(p, true);
 }
 
-static void on_kick(struct hb_req *req)
+/* Loop thread: one of the link's two CALLs ran, the kick (a worker left
+ * output for the loop) or the batch flush (answers made on the loop): it
+ * may be queued again, and what is pending goes out. */
+static void on_link_call(struct hb_req *req)
 {
   struct hb_peer *p = req->opaque;
 
   link_lock(p);
-  p->kick_queued = false;
+  if (req == &p->kick_req)
+    p->kick_queued = false;
+  else
+    p->flush_queued = false;
   link_flush(p);
   link_unlock(p, true);
 }
@@ -1192,16 +1198,6 @@ static struct reply *new_reply(struct hb_peer *p, uint64_t link, uint64_t id, in
   return r;
 }
 
-static void on_flush(struct hb_req *req)
-{
-  struct hb_peer *p = req->opaque;
-
-  link_lock(p);
-  p->flush_queued = false;
-  link_flush(p);
-  link_unlock(p, true);
-}
-
 /* On the loop thread, the answer waits until the completions reaped with
  * it have run (a CALL queued locally runs after them): answers to a batch
  * of applied writes leave in one TLS record and one send. */
@@ -1214,7 +1210,7 @@ void hb_peer_reply_local(struct hb_peer *p, uint64_t link, uint64_t id, int err)
   link_lock(p);
   if (queue_reply(p, r) && !p->flush_queued) {
     p->flush_queued = true;
-    p->flush_req = (struct hb_req) { .op = HB_OP_CALL, .complete = on_flush, .opaque = p };
+    p->flush_req = (struct hb_req) { .op = HB_OP_CALL, .complete = on_link_call, .opaque = p };
     hb_loop_submit_local(p->loop, &p->flush_req);
   }
   link_unlock(p, true);
