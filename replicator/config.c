@@ -40,6 +40,7 @@
 #include <ini.h>
 
 #include "config.h"
+#include "tls.h"
 
 /* One key's raw value as read, with where it was set. */
 struct setting {
@@ -58,13 +59,13 @@ struct raw_node {
 struct raw_global {
   struct setting name, protocol, control, size;
   struct setting ping_interval, ping_timeout, connect_timeout;
-  struct setting tls_mode, ca, cert, key, psk;
+  struct setting tls_mode, ca, cert, key, psk, suites;
 };
 
 enum section { SEC_NONE, SEC_RESOURCE, SEC_TLS, SEC_NODE };
 
 enum vtype { V_NAME, V_PROTOCOL, V_PATH, V_META, V_DURATION, V_SIZE,
-             V_ADDRESS, V_ONOFF };
+             V_ADDRESS, V_ONOFF, V_SUITES };
 
 struct key {
   enum section sec;
@@ -89,6 +90,7 @@ static const struct key keys[] = {
   { SEC_TLS,      "cert",            V_PATH,     G(cert) },
   { SEC_TLS,      "key",             V_PATH,     G(key) },
   { SEC_TLS,      "psk",             V_PATH,     G(psk) },
+  { SEC_TLS,      "ciphersuites",    V_SUITES,   G(suites) },
   { SEC_NODE,     "disk",            V_PATH,     N(disk) },
   { SEC_NODE,     "meta",            V_META,     N(meta) },
   { SEC_NODE,     "address",         V_ADDRESS,  N(address) },
@@ -434,6 +436,8 @@ static bool check_value(enum vtype t, const char *v, uint64_t *num,
     }
     snprintf(why, n, "expected on or off");
     return false;
+  case V_SUITES:
+    return hb_tls_check_suites(v, false, why, n) == 0;
   }
   snprintf(why, n, "internal error: unknown value type");
   return false;
@@ -726,6 +730,12 @@ static int check_tls(struct parser *p)
       return fail(p, g->cert.line, EINVAL, "[tls] cert: ca is required with cert");
     return 0;
   }
+  if (g->suites.line) {
+    char why[256];
+
+    if (hb_tls_check_suites(g->suites.value, true, why, sizeof why) < 0)
+      return fail(p, g->suites.line, EINVAL, "[tls] ciphersuites: %s", why);
+  }
   if (g->ca.line)
     return fail(p, g->ca.line, EINVAL, "[tls] ca: not used with psk");
   if (g->key.line)
@@ -862,6 +872,9 @@ static int finish(struct parser *p, const char *want, struct hb_config *out)
     if (!out->tls_ca || !out->tls_cert || !out->tls_key)
       goto nomem;
   }
+  if (out->tls != HB_TLS_OFF && g->suites.line &&
+      !(out->tls_ciphersuites = strdup(g->suites.value)))
+    goto nomem;
   goto out;
 
 nomem:
@@ -883,6 +896,7 @@ static void free_parser(struct parser *p)
     &p->g.name, &p->g.protocol, &p->g.control, &p->g.size,
     &p->g.ping_interval, &p->g.ping_timeout, &p->g.connect_timeout,
     &p->g.tls_mode, &p->g.ca, &p->g.cert, &p->g.key, &p->g.psk,
+    &p->g.suites,
   };
 
   for (size_t i = 0; i < sizeof gs / sizeof gs[0]; i++)
@@ -994,6 +1008,7 @@ void hb_config_free(struct hb_config *c)
   free(c->tls_cert);
   free(c->tls_key);
   free(c->tls_psk);
+  free(c->tls_ciphersuites);
   for (unsigned i = 0; i < HB_CONFIG_NODES; i++) {
     struct hb_config_node *n = &c->nodes[i];
     free(n->name);

@@ -7,7 +7,7 @@
  *
  *   [resource]   name, protocol, control, size, ping-interval, ping-timeout,
  *                connect-timeout, tls
- *   [tls]        mode, ca, cert, key, psk
+ *   [tls]        mode, ca, cert, key, psk, ciphersuites
  *   [node NAME]  disk, meta, address, control   (exactly two of them)
  *
  * Paths are made absolute: a relative path is taken relative to the
@@ -72,6 +72,7 @@ struct hb_config {
   char *tls_cert;      /* HB_TLS_CERT: this node's certificate (%n expanded) */
   char *tls_key;       /* HB_TLS_CERT: this node's key (%n expanded) */
   char *tls_psk;       /* HB_TLS_PSK: the PSK file */
+  char *tls_ciphersuites; /* TLS on: suites to offer; NULL: the defaults */
   struct hb_config_node nodes[HB_CONFIG_NODES]; /* in file order */
   unsigned self;       /* index of this node in nodes[] */
   unsigned peer;       /* index of the other one */

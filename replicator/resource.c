@@ -478,6 +478,7 @@ static int open_replicated(struct hb_res *r, const struct hb_params *p, char *er
     struct hb_tls_config tc = {
       .ca_file = r->cfg.tls_ca, .cert_file = r->cfg.tls_cert, .key_file = r->cfg.tls_key,
       .peer_name = peer->name, .psk_file = r->cfg.tls_psk,
+      .ciphersuites = r->cfg.tls_ciphersuites,
     };
     ret = hb_tls_ctx_new(&tc, &r->tls, err, errlen);
     if (ret < 0)

@@ -311,7 +311,8 @@ static const struct reason_line reasons[] = {
   { SSL_R_TLSV1_ALERT_PROTOCOL_VERSION, EPROTO,
     "peer refused TLS 1.3" },
   { SSL_R_NO_SHARED_CIPHER, EPROTO,
-    "no shared cipher (PSK on one node, certificates on the other?)" },
+    "no shared cipher (ciphersuites differ, or PSK on one node and"
+    " certificates on the other?)" },
   { SSL_R_SSLV3_ALERT_HANDSHAKE_FAILURE, EACCES,
     "peer refused the handshake (does it use a PSK?)" },
   { SSL_R_UNEXPECTED_EOF_WHILE_READING, ECONNRESET,
@@ -600,6 +601,67 @@ static int psk_find_cb(SSL *ssl, const unsigned char *id, size_t idlen,
   return *sess ? 1 : 0;
 }
 
+/* The TLS 1.3 suites OpenSSL 3.0 knows, and whether a PSK (SHA-256) may use
+ * each. OpenSSL skips names it does not know, so they are checked here. */
+static const struct { const char *name; bool sha256; } known_suites[] = {
+  { "TLS_AES_128_GCM_SHA256", true },
+  { "TLS_AES_256_GCM_SHA384", false },
+  { "TLS_CHACHA20_POLY1305_SHA256", true },
+  { "TLS_AES_128_CCM_SHA256", true },
+  { "TLS_AES_128_CCM_8_SHA256", true },
+};
+
+int hb_tls_check_suites(const char *list, bool psk, char *err, size_t errlen)
+{
+  const char *s = list;
+
+  if (!*list)
+    return hb_fail(err, errlen, EINVAL, "no cipher suite named");
+  for (;;) {
+    size_t len = strcspn(s, ":");
+    size_t i, n = sizeof known_suites / sizeof known_suites[0];
+
+    for (i = 0; i < n; i++)
+      if (strlen(known_suites[i].name) == len &&
+          strncmp(known_suites[i].name, s, len) == 0)
+        break;
+    if (len == 0)
+      return hb_fail(err, errlen, EINVAL, "empty cipher suite name in '%s'",
+                     list);
+    if (i == n)
+      return hb_fail(err, errlen, EINVAL,
+                     "unknown TLS 1.3 cipher suite '%.*s' (known: "
+                     "TLS_AES_128_GCM_SHA256, TLS_AES_256_GCM_SHA384, "
+                     "TLS_CHACHA20_POLY1305_SHA256, TLS_AES_128_CCM_SHA256, "
+                     "TLS_AES_128_CCM_8_SHA256)", (int) (len > 64 ? 64 : len), s);
+    if (psk && !known_suites[i].sha256)
+      return hb_fail(err, errlen, EINVAL,
+                     "cipher suite %s cannot be used with a PSK (its hash is"
+                     " not SHA-256)", known_suites[i].name);
+    if (!s[len])
+      return 0;
+    s += len + 1;
+  }
+}
+
+static int set_suites(struct hb_tls_ctx *c, const char *list, bool psk,
+                      char *err, size_t errlen)
+{
+  int rc = hb_tls_check_suites(list, psk, err, errlen);
+
+  if (rc < 0)
+    return rc;
+  if (SSL_CTX_set_ciphersuites(c->ssl_ctx, list) != 1) {
+    char why[160];
+
+    ssl_errors_to(why, sizeof why);
+    ERR_clear_error();
+    return hb_fail(err, errlen, EINVAL, "cipher suites '%s' refused: %s",
+                   list, why);
+  }
+  return 0;
+}
+
 static int ctx_certs(struct hb_tls_ctx *c, const struct hb_tls_config *cfg,
                      char *err, size_t errlen)
 {
@@ -637,6 +699,10 @@ static int ctx_certs(struct hb_tls_ctx *c, const struct hb_tls_config *cfg,
     return hb_fail(err, errlen, EINVAL, "certificate %s does not match key %s",
                    cfg->cert_file, cfg->key_file);
   }
+  if ((rc = set_suites(c, cfg->ciphersuites ? cfg->ciphersuites
+                                             : HB_TLS_SUITES_DEFAULT,
+                        false, err, errlen)) < 0)
+    return rc;
   SSL_CTX_set_verify(c->ssl_ctx,
                      SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT,
                      verify_cb);
@@ -662,10 +728,10 @@ static int ctx_psk(struct hb_tls_ctx *c, const struct hb_tls_config *cfg,
   if (rc < 0)
     return rc;
   c->psk = true;
-  /* Only suites whose handshake digest is the PSK's (SHA-256). */
-  if (SSL_CTX_set_ciphersuites(c->ssl_ctx, "TLS_AES_128_GCM_SHA256:"
-                               "TLS_CHACHA20_POLY1305_SHA256") != 1)
-    return ctx_fail(err, errlen, EINVAL, "PSK", cfg->psk_file);
+  if ((rc = set_suites(c, cfg->ciphersuites ? cfg->ciphersuites
+                                             : HB_TLS_SUITES_PSK_DEFAULT,
+                        true, err, errlen)) < 0)
+    return rc;
   SSL_CTX_set_psk_use_session_callback(c->ssl_ctx, psk_use_cb);
   SSL_CTX_set_psk_find_session_callback(c->ssl_ctx, psk_find_cb);
   /* The PSK authenticates; a client refuses a server's certificate (the

@@ -36,6 +36,12 @@ bad_start "badkey\.conf:$line" 'flavour' -- config="$T/badkey.conf" node=alpha
 sed 's/^\(address = 127\.0\.0\.1\):[0-9]*$/\1/' "$conf" >"$T/noport.conf"
 bad_start 'noport\.conf:[0-9]+' 'address' 'port' -- config="$T/noport.conf" node=alpha
 
+# A cipher suite OpenSSL's TLS 1.3 does not have.
+sed 's|^\[tls\]$|[tls]\nciphersuites = TLS_AES_128_GCM_SHA256:ECDHE-RSA-AES128-SHA|' "$conf" >"$T/suites.conf"
+line=$(grep -n '^ciphersuites' "$T/suites.conf" | cut -d: -f1)
+bad_start "suites\.conf:$line" 'ciphersuites' "unknown TLS 1.3 cipher suite 'ECDHE-RSA-AES128-SHA'" \
+    -- config="$T/suites.conf" node=alpha
+
 # This node's certificate is missing.
 mv "$T/tls/alpha.crt" "$T/tls/alpha.crt.away"
 bad_start 'alpha\.crt' -- config="$conf" node=alpha

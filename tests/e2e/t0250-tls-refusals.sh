@@ -15,7 +15,8 @@
 #    4 KiB of random bytes, a TLS record header followed by garbage, nothing
 #    at all (must be dropped after connect-timeout); bravo's real certificate
 #    followed by random bytes inside the TLS session (no hablock frame); and
-#    a real hablock node posing as bravo with TLS off.
+#    a real hablock node posing as bravo with TLS off, and one whose
+#    ciphersuites share none with alpha's.
 #    For each: the node logs one line naming the problem, stays up, answers
 #    `hactl status`, and waits for its peer again.
 # 3. `tls = off` ([resource]) and `mode = off` ([tls]) each log a warning
@@ -293,6 +294,18 @@ assert_grep "TLS is off \\($T/plain.conf:$off_line\\).*not authenticated.*clear"
 assert_eq "$(node_field plain tls.enabled)" false "tls.enabled of the node with tls = off"
 stop_hablock plain
 
+# A real hablock node posing as bravo, with bravo's certificate, whose
+# ciphersuites share nothing with alpha's (the default list).
+sed -e 's|^\[tls\]$|[tls]\nciphersuites = TLS_AES_128_CCM_SHA256|' \
+    -e "s|^control = .*|control = $T/ccm-%n.ctl|" \
+    -e "s|/bravo\\.img\$|/plain.img|" "$T/r0.conf" >"$T/ccm.conf"
+grep -q '^ciphersuites = TLS_AES_128_CCM_SHA256$' "$T/ccm.conf" || fail "ccm.conf has no ciphersuites line"
+log_mark alpha
+start_hablock --ctl "$T/ccm-bravo.ctl" ccm config="$T/ccm.conf" node=bravo
+expect_refusal alpha bravo 'no shared cipher \(ciphersuites differ' \
+    "a hablock node whose ciphersuites share none with ours"
+stop_hablock ccm
+
 # ---- 3. [tls] mode = off warns too -----------------------------------------
 
 sed -e '/^\[tls\]$/,/^\[node/{/^\[node/!d}' \
@@ -315,6 +328,9 @@ wait_for 10 "bravo to say Connected" node_is bravo connection Connected
 assert_eq "$(node_field alpha tls.version)" TLSv1.3 "alpha tls.version"
 assert_eq "$(node_field alpha tls.peer)" bravo "alpha's authenticated peer"
 assert_eq "$(node_field bravo tls.peer)" alpha "bravo's authenticated peer"
+# The default ciphersuites put AES-128-GCM first.
+assert_eq "$(node_field alpha tls.cipher)" TLS_AES_128_GCM_SHA256 "alpha tls.cipher"
+assert_eq "$(node_field bravo tls.cipher)" TLS_AES_128_GCM_SHA256 "bravo tls.cipher"
 hactl_on alpha promote --force
 wait_for 10 "bravo to learn the pair is identical" node_is bravo disk UpToDate
 head -c $((8 << 20)) /dev/urandom >"$T/src.bin"

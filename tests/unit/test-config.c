@@ -170,6 +170,20 @@ static void test_tls_modes(void **state)
   assert_string_equal(c.tls_psk, "/etc/keys/b.psk");
   assert_null(c.tls_ca);
   assert_string_equal(hb_tls_mode_name(c.tls), "psk");
+  assert_null(c.tls_ciphersuites);
+  hb_config_free(&c);
+
+  /* ciphersuites: kept as written; dropped when TLS is off. */
+  assert_int_equal(hb_config_parse_string(RES "[tls]\npsk = r0.psk\nciphersuites = "
+                                          "TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256\n"
+                                          NODES, "/etc/r0.conf", "b", &c, err, sizeof err), 0);
+  assert_string_equal(c.tls_ciphersuites,
+                      "TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256");
+  hb_config_free(&c);
+  assert_int_equal(hb_config_parse_string(RES "[tls]\nmode = off\n"
+                                          "ciphersuites = TLS_AES_256_GCM_SHA384\n"
+                                          NODES, "/etc/r0.conf", "b", &c, err, sizeof err), 0);
+  assert_null(c.tls_ciphersuites);
   hb_config_free(&c);
 }
 
@@ -537,6 +551,16 @@ static const struct err_case err_cases[] = {
     "r0.conf:5: [tls] ca: not used with psk"),
   E("psk with key", RES "[tls]\npsk = r0.psk\nkey = k.pem\n" NODES,
     "r0.conf:5: [tls] key: not used with psk"),
+  E("ciphersuites unknown", RES "[tls]\nciphersuites = TLS_AES_128_GCM_SHA256:RC4-MD5\n" NODES,
+    "r0.conf:4: [tls] ciphersuites: unknown TLS 1.3 cipher suite 'RC4-MD5' (known: "
+    "TLS_AES_128_GCM_SHA256, TLS_AES_256_GCM_SHA384, TLS_CHACHA20_POLY1305_SHA256, "
+    "TLS_AES_128_CCM_SHA256, TLS_AES_128_CCM_8_SHA256)"),
+  E("ciphersuites empty name", RES "[tls]\nciphersuites = TLS_AES_128_GCM_SHA256:\n" NODES,
+    "r0.conf:4: [tls] ciphersuites: empty cipher suite name in 'TLS_AES_128_GCM_SHA256:'"),
+  E("ciphersuites SHA-384 with psk", RES "[tls]\npsk = r0.psk\n"
+    "ciphersuites = TLS_AES_256_GCM_SHA384\n" NODES,
+    "r0.conf:5: [tls] ciphersuites: cipher suite TLS_AES_256_GCM_SHA384 cannot be used"
+    " with a PSK (its hash is not SHA-256)"),
   /* this node */
   { .name = "node= not found", .text = RES TLSOFF NODES, .node = "c", .ret = -ENOENT,
     .msg = "r0.conf: node=c: no [node c] section (nodes: a, b)" },

@@ -79,8 +79,8 @@ static int group_teardown(void **state)
 
 /* ---- contexts and channels ---------------------------------------------- */
 
-static struct hb_tls_ctx *ctx_certs(const char *ca, const char *cert,
-                                    const char *peer)
+static struct hb_tls_ctx *ctx_certs_suites(const char *ca, const char *cert,
+                                           const char *peer, const char *suites)
 {
   char cafile[64], crt[64], key[64], err[256] = "";
   struct hb_tls_config cfg;
@@ -95,12 +95,18 @@ static struct hb_tls_ctx *ctx_certs(const char *ca, const char *cert,
   snprintf(key, sizeof key, "%s.key", keyname);
   cfg = (struct hb_tls_config) {
     .ca_file = P(cafile), .cert_file = P(crt), .key_file = P(key),
-    .peer_name = peer,
+    .peer_name = peer, .ciphersuites = suites,
   };
   if (hb_tls_ctx_new(&cfg, &c, err, sizeof err) != 0)
     fail_msg("ctx %s/%s: %s", ca, cert, err);
   assert_false(hb_tls_ctx_is_psk(c));
   return c;
+}
+
+static struct hb_tls_ctx *ctx_certs(const char *ca, const char *cert,
+                                    const char *peer)
+{
+  return ctx_certs_suites(ca, cert, peer, NULL);
 }
 
 static struct hb_tls_ctx *ctx_psk(const char *file, const char *id)
@@ -257,7 +263,8 @@ static void test_handshake_ok(void **state)
   assert_true(hb_tls_established(p.s));
   assert_string_equal(hb_tls_version(p.c), "TLSv1.3");
   assert_string_equal(hb_tls_version(p.s), "TLSv1.3");
-  assert_string_equal(hb_tls_cipher(p.c), "TLS_AES_256_GCM_SHA384");
+  /* The default list puts AES-128-GCM first. */
+  assert_string_equal(hb_tls_cipher(p.c), "TLS_AES_128_GCM_SHA256");
   assert_string_equal(hb_tls_cipher(p.s), hb_tls_cipher(p.c));
   assert_string_equal(hb_tls_peer(p.c), "bravo");
   assert_string_equal(hb_tls_peer(p.s), "alpha");
@@ -372,6 +379,40 @@ static void test_data(void **state)
     assert_int_equal(hb_tls_read(p.s, buf, sizeof buf), -EAGAIN);
   }
   assert_int_equal(hb_tls_read(p.c, copy, 1), -EAGAIN);
+  pair_free(&p);
+}
+
+/* ciphersuites: what both sides name is used; the client's order decides
+ * (both nodes read the same file); nothing in common is refused. */
+static void test_suites(void **state)
+{
+  struct pair p;
+
+  NEED_CERTS();
+  p = connect_ctx(ctx_certs_suites("ca", "alpha", "bravo", "TLS_AES_256_GCM_SHA384"),
+                  ctx_certs_suites("ca", "bravo", "alpha", "TLS_AES_256_GCM_SHA384"));
+  if (p.rc_c || p.rc_s)
+    fail_msg("client %d \"%s\", server %d \"%s\"", p.rc_c,
+             hb_tls_error(p.c), p.rc_s, hb_tls_error(p.s));
+  assert_string_equal(hb_tls_cipher(p.c), "TLS_AES_256_GCM_SHA384");
+  assert_string_equal(hb_tls_cipher(p.s), "TLS_AES_256_GCM_SHA384");
+  transfer(p.c, p.s, 100000, 7);
+  pair_free(&p);
+
+  p = connect_ctx(ctx_certs_suites("ca", "alpha", "bravo",
+                                   "TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256"),
+                  ctx_certs("ca", "bravo", "alpha"));
+  if (p.rc_c || p.rc_s)
+    fail_msg("client %d \"%s\", server %d \"%s\"", p.rc_c,
+             hb_tls_error(p.c), p.rc_s, hb_tls_error(p.s));
+  assert_string_equal(hb_tls_cipher(p.s), "TLS_CHACHA20_POLY1305_SHA256");
+  transfer(p.s, p.c, 100000, 8);
+  pair_free(&p);
+
+  p = connect_ctx(ctx_certs_suites("ca", "alpha", "bravo", "TLS_AES_256_GCM_SHA384"),
+                  ctx_certs_suites("ca", "bravo", "alpha", "TLS_CHACHA20_POLY1305_SHA256"));
+  assert_refused(p.c, p.rc_c);
+  assert_fails(p.s, p.rc_s, -EPROTO, "no shared cipher");
   pair_free(&p);
 }
 
@@ -968,12 +1009,32 @@ static void test_ctx_errors(void **state)
   cfg.psk_file = P("nope.hex");
   assert_int_equal(ctx_err(&cfg, err, sizeof err), -ENOENT);
   assert_true(strstr(err, "cannot read PSK file") != NULL);
+
+  /* Cipher suites: checked by name, and against a PSK's hash. */
+  cfg.psk_file = P("psk.hex");
+  cfg.ciphersuites = "TLS_AES_256_GCM_SHA384";
+  assert_int_equal(ctx_err(&cfg, err, sizeof err), -EINVAL);
+  assert_string_equal(err, "cipher suite TLS_AES_256_GCM_SHA384 cannot be "
+                      "used with a PSK (its hash is not SHA-256)");
+  cfg = (struct hb_tls_config) { .ca_file = P("ca.crt"),
+    .cert_file = P("alpha.crt"), .key_file = P("alpha.key"),
+    .peer_name = "bravo", .ciphersuites = "TLS_AES_128_GCM_SHA256:AES128-SHA" };
+  assert_int_equal(ctx_err(&cfg, err, sizeof err), -EINVAL);
+  assert_true(strstr(err, "unknown TLS 1.3 cipher suite 'AES128-SHA' (known: ") == err);
+  cfg.ciphersuites = "TLS_AES_128_GCM_SHA256::TLS_AES_256_GCM_SHA384";
+  ctx_err(&cfg, err, sizeof err);
+  assert_string_equal(err, "empty cipher suite name in "
+                      "'TLS_AES_128_GCM_SHA256::TLS_AES_256_GCM_SHA384'");
+  cfg.ciphersuites = "";
+  ctx_err(&cfg, err, sizeof err);
+  assert_string_equal(err, "no cipher suite named");
 }
 
 int main(void)
 {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_handshake_ok),
+    cmocka_unit_test(test_suites),
     cmocka_unit_test(test_cn_only),
     cmocka_unit_test(test_data),
     cmocka_unit_test(test_close),
