@@ -628,12 +628,17 @@ int hb_tls_check_suites(const char *list, bool psk, char *err, size_t errlen)
     if (len == 0)
       return hb_fail(err, errlen, EINVAL, "empty cipher suite name in '%s'",
                      list);
-    if (i == n)
+    if (i == n) {
+      char known[160] = "";
+
+      for (i = 0; i < n; i++) {
+        append(known, sizeof known, i ? ", " : "");
+        append(known, sizeof known, known_suites[i].name);
+      }
       return hb_fail(err, errlen, EINVAL,
-                     "unknown TLS 1.3 cipher suite '%.*s' (known: "
-                     "TLS_AES_128_GCM_SHA256, TLS_AES_256_GCM_SHA384, "
-                     "TLS_CHACHA20_POLY1305_SHA256, TLS_AES_128_CCM_SHA256, "
-                     "TLS_AES_128_CCM_8_SHA256)", (int) (len > 64 ? 64 : len), s);
+                     "unknown TLS 1.3 cipher suite '%.*s' (known: %s)",
+                     (int) (len > 64 ? 64 : len), s, known);
+    }
     if (psk && !known_suites[i].sha256)
       return hb_fail(err, errlen, EINVAL,
                      "cipher suite %s cannot be used with a PSK (its hash is"
