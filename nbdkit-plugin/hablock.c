@@ -75,7 +75,7 @@ static int hablock_config_complete(void)
   params.force_aio_fallback = hablock_debug_force_aio_fallback != 0;
   params.fail_flush = hablock_debug_fail_flush != 0;
   params.ack_spin_us = hablock_debug_ack_spin_us;
-  params.no_write_lock = hablock_debug_write_lock == 0;
+  params.write_lock = hablock_debug_write_lock != 0;
   if (hb_params_check(&params, err, sizeof err) < 0) {
     nbdkit_error("%s", err);
     return -1;

@@ -105,7 +105,7 @@ int hb_dev_open(const struct hb_params *p, struct hb_dev **out,
   /* Before the first hb_dev_close(): it destroys these. */
   hb_inflight_init(&d->inflight, d->disk.direct ? d->disk.off_align : 1);
   hb_wlock_init(&d->write_lock);
-  d->write_lock_on = !d->disk.direct && !d->disk.is_blk && !p->no_write_lock;
+  d->write_lock_on = !d->disk.direct && !d->disk.is_blk && p->write_lock;
   if (posix_memalign(&d->zeroes, 4096, BOUNCE_MAX)) {
     hb_dev_close(d);
     return hb_fail(err, errlen, ENOMEM, "out of memory");

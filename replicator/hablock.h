@@ -34,9 +34,9 @@ struct hb_params {
   bool force_aio_fallback; /* debug: pretend io_uring_queue_init failed */
   bool fail_flush;      /* debug: as a Secondary, fail the peer's FLUSH with EIO */
   int ack_spin_us;      /* debug: a lone waiter's spin for its ACK (-1: default) */
-  bool no_write_lock;   /* page-cache writes to a file wait on the kernel's
-                           inode lock only, not on ours (the plugin's
-                           default: docs/architecture.md) */
+  bool write_lock;      /* experiment: page-cache writes to a file also
+                           wait on our lock (wlock.h); off by default,
+                           docs/architecture.md says why */
 };
 
 /* Parse one key=value parameter. Returns 0, or -EINVAL with err filled. */

@@ -461,7 +461,7 @@ static int open_replicated(struct hb_res *r, const struct hb_params *p, char *er
   /* Never the experimental page-cache write lock (dev.c): here the local
    * write overlaps the peer's round trip, and with the lock the pair did
    * 9 % fewer 4k QD32 writes (docs/architecture.md). */
-  local.no_write_lock = true;
+  local.write_lock = false;
   ret = hb_dev_open(&local, &r->dev, err, errlen);
   if (ret < 0)
     return ret;

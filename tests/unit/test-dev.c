@@ -44,9 +44,11 @@ static char *make_disk(const char *name, uint64_t size)
   return path;
 }
 
-static struct hb_dev *open_dev(const char *path, enum hb_io io, enum hb_cache cache)
+static struct hb_dev *open_dev(const char *path, enum hb_io io, enum hb_cache cache,
+                               bool write_lock)
 {
-  struct hb_params p = { .disk = (char *) path, .io = io, .cache = cache };
+  struct hb_params p = { .disk = (char *) path, .io = io, .cache = cache,
+                         .write_lock = write_lock };
   struct hb_dev *d;
   char err[HB_ERRLEN];
   if (hb_dev_open(&p, &d, err, sizeof err) < 0 || hb_dev_start(d, err, sizeof err) < 0)
@@ -70,13 +72,14 @@ static void check_equal(struct hb_dev *d, const unsigned char *model, uint64_t s
   free(back);
 }
 
-static void model_run(enum hb_io io, enum hb_cache cache, uint64_t size)
+static void model_run(enum hb_io io, enum hb_cache cache, bool write_lock,
+                      uint64_t size)
 {
   char name[64];
   snprintf(name, sizeof name, "model-%s-%s-%llu", hb_io_name(io), hb_cache_name(cache),
            (unsigned long long) size);
   const char *path = make_disk(name, size);
-  struct hb_dev *d = open_dev(path, io, cache);
+  struct hb_dev *d = open_dev(path, io, cache, write_lock);
   unsigned char *model = calloc(1, size);
   unsigned char *buf = malloc(size + 1);
   assert_non_null(model);
@@ -139,7 +142,7 @@ static void model_run(enum hb_io io, enum hb_cache cache, uint64_t size)
   hb_dev_close(d);
 
   /* what was written is on the disk, read back by a fresh open */
-  d = open_dev(path, HB_IO_SYNC, HB_CACHE_WRITEBACK);
+  d = open_dev(path, HB_IO_SYNC, HB_CACHE_WRITEBACK, false);
   check_equal(d, model, size);
   hb_dev_close(d);
   free(model);
@@ -160,15 +163,18 @@ static void test_model_all_backends(void **state)
   for (size_t i = 0; i < sizeof ios / sizeof ios[0]; i++)
     for (int c = 0; c < 2; c++) {
       print_message("# io=%s cache=%s\n", hb_io_name(ios[i]), hb_cache_name((enum hb_cache) c));
-      model_run(ios[i], (enum hb_cache) c, 1 << 20);
+      model_run(ios[i], (enum hb_cache) c, false, 1 << 20);
     }
+  /* The experimental page-cache write lock (-D hablock.write_lock=1). */
+  print_message("# io=sync cache=writeback write_lock\n");
+  model_run(HB_IO_SYNC, HB_CACHE_WRITEBACK, true, 1 << 20);
 }
 
 static void test_odd_size_tail(void **state)
 {
   /* Under O_DIRECT the last 1000 bytes are past the last whole block. */
   for (size_t i = 0; i < sizeof ios / sizeof ios[0]; i++)
-    model_run(ios[i], HB_CACHE_NONE, (1 << 20) + 1000);
+    model_run(ios[i], HB_CACHE_NONE, false, (1 << 20) + 1000);
 }
 
 struct writer {
@@ -193,7 +199,7 @@ static void test_concurrent_rmw(void **state)
 {
   for (size_t i = 0; i < sizeof ios / sizeof ios[0]; i++) {
     const char *path = make_disk("rmw", 1000 * 1000);
-    struct hb_dev *d = open_dev(path, ios[i], HB_CACHE_NONE);
+    struct hb_dev *d = open_dev(path, ios[i], HB_CACHE_NONE, false);
     pthread_t th[4];
     struct writer w[4];
     for (int t = 0; t < 4; t++) {
