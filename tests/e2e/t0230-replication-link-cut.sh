@@ -13,13 +13,23 @@
 #     counts out-of-sync bytes; the Secondary says Connecting and stays
 #     Secondary. With the link back, the reconnection is REFUSED (out of
 #     sync, and a log says so) and the Primary goes on serving.
+#  3. loopback: the Secondary hangs (SIGSTOP) under load: its socket stays
+#     open and nothing comes back. The Primary leaves Connected within the
+#     ping timeout, the writes that were waiting for the hung peer complete
+#     locally within that bound, the load carries on; once resumed
+#     (SIGCONT), the Secondary finds its link gone, stays Secondary, and its
+#     reconnection is refused (out of sync).
+#  4. loopback: the Primary hangs (SIGSTOP) while idle. The Secondary
+#     leaves Connected within the ping timeout and stays Secondary; once
+#     the Primary resumes, nothing is out of sync, so the pair connects
+#     again and a new write reaches both disks.
 # Every namespace, veth and nftables table is removed on every exit path.
 # Case 2 skips (77) when network namespaces or nftables are unavailable
 # (after case 1 has passed).
 #
 # Environment: HB_T0230_LOAD (acknowledged writes that must go through in
 # each phase of the load, default 1000), HB_T0230_CASES (default
-# "loopback netns").
+# "loopback netns hung_secondary hung_primary").
 set -euo pipefail
 . "$(dirname "$0")/functions.sh"
 requires nbdkit nbdinfo openssl truncate /usr/bin/python3
@@ -28,7 +38,7 @@ skip_unless "python3-libnbd is not installed" /usr/bin/python3 -c 'import nbd'
 
 size=$((32 << 20))
 phase=${HB_T0230_LOAD:-1000}
-cases=${HB_T0230_CASES:-loopback netns}
+cases=${HB_T0230_CASES:-loopback netns hung_secondary hung_primary}
 ping_timeout_ms=2000 ping_interval_ms=500   # set in r0.conf by case 2
 
 # The load: DEPTH writes in flight at random 4 KiB blocks, never two at
@@ -345,6 +355,116 @@ case_netns() {
     stop_hablock bravo
     stop_hablock alpha
     log "case 2 passed in $((SECONDS - t0))s"
+}
+
+# ---- case 3: loopback, the Secondary hangs under load ------------------------
+
+# SIGSTOP NODE, and SIGCONT it on every exit path (a stopped nbdkit would
+# ignore the cleanup's SIGTERM until the 20 s deadline).
+hang() {
+    local pid=${HB_PID[$1]}
+    on_exit "kill -CONT $pid 2>/dev/null || true"
+    kill -STOP "$pid"
+}
+resume() { kill -CONT "${HB_PID[$1]}"; }
+
+case_hung_secondary() {
+    local t0=$SECONDS tstop tdet bound slowest
+    log "== case 3: loopback, SIGSTOP the Secondary under load (a hung peer)"
+    rm -f "$T/alpha.img" "$T/bravo.img"
+    make_pair "$size" cert
+    start_pair
+    promote_pair
+    start_load alpha
+    load_goes_on "connected"
+    assert_eq "$(node_field alpha out_of_sync_bytes)" 0 "alpha out_of_sync_bytes before the hang"
+
+    tstop=$(now_ms)
+    hang bravo
+    log "bravo stopped (SIGSTOP) with writes in flight"
+    # Only alpha is asked from here on: bravo's control socket does not answer.
+    wait_for 15 "alpha to leave Connected while bravo hangs" not_connected alpha
+    tdet=$(( $(now_ms) - tstop ))
+    bound=$(( ping_timeout_ms + ping_interval_ms + 1000 ))
+    log "alpha left Connected $tdet ms after bravo stopped (now $(node_field alpha connection); bound $bound ms)"
+    (( tdet <= bound )) || fail "alpha took $tdet ms to notice the hung peer (ping-timeout 2s; bound $bound ms)"
+    assert_eq "$(node_field alpha role)" Primary "alpha's role while bravo hangs"
+    wait_for 5 "alpha to count out-of-sync bytes" oos_positive
+    load_goes_on "bravo hung"
+    # The writes that waited for bravo's ACK were answered once the link
+    # was dropped: no acknowledgement took much longer than the detection.
+    slowest=$(cut -d' ' -f2 "$T/progress")
+    log "slowest acknowledgement so far: $slowest ms"
+    (( slowest <= bound + 1000 )) ||
+        fail "a write waited $slowest ms for the hung peer (ping timeout 2s; bound $(( bound + 1000 )) ms)"
+
+    mark_logs
+    resume bravo
+    log "bravo resumed (SIGCONT)"
+    wait_for 30 "a node to log that it refuses to reconnect with out-of-sync blocks" _refusal_logged
+    log "refusal: $(head -n 1 "$T/refusal.txt")"
+    wait_for 10 "bravo to say it is not connected" not_connected bravo
+    assert_eq "$(node_field bravo role)" Secondary "bravo's role after it resumed"
+    not_connected alpha || fail "alpha says Connected after the refusal"
+    assert_eq "$(node_field alpha role)" Primary "alpha's role after bravo resumed"
+    load_goes_on "bravo resumed and refused"
+    stop_load
+    (( $(node_field alpha out_of_sync_bytes) > 0 )) || fail "alpha's out_of_sync_bytes went back to 0"
+    stop_hablock bravo
+    stop_hablock alpha
+    log "case 3 passed in $((SECONDS - t0))s"
+}
+
+# ---- case 4: loopback, the Primary hangs while idle -------------------------
+
+write_block() {   # NODE OFFSET FILE: write FILE's 4 KiB at OFFSET, then flush
+    /usr/bin/python3 - "${HB_URI[$1]}" "$2" "$3" <<'PY'
+import nbd, sys
+h = nbd.NBD()
+h.connect_uri(sys.argv[1])
+h.pwrite(open(sys.argv[3], "rb").read(), int(sys.argv[2]))
+h.flush()
+h.shutdown()
+PY
+}
+
+case_hung_primary() {
+    local t0=$SECONDS tstop tdet bound off=$((5 << 20))
+    log "== case 4: loopback, SIGSTOP the Primary while idle"
+    rm -f "$T/alpha.img" "$T/bravo.img"
+    make_pair "$size" cert
+    start_pair
+    promote_pair
+
+    tstop=$(now_ms)
+    hang alpha
+    log "alpha stopped (SIGSTOP)"
+    wait_for 15 "bravo to leave Connected while alpha hangs" not_connected bravo
+    tdet=$(( $(now_ms) - tstop ))
+    bound=$(( ping_timeout_ms + ping_interval_ms + 1000 ))
+    log "bravo left Connected $tdet ms after alpha stopped (now $(node_field bravo connection); bound $bound ms)"
+    (( tdet <= bound )) || fail "bravo took $tdet ms to notice the hung Primary (ping-timeout 2s; bound $bound ms)"
+    assert_eq "$(node_field bravo role)" Secondary "bravo's role while alpha hangs"
+    assert_eq "$(node_field bravo disk)" UpToDate "bravo's disk while alpha hangs"
+
+    resume alpha
+    log "alpha resumed (SIGCONT)"
+    # Nothing was written while apart: nothing is out of sync, so the
+    # pair may and must connect again.
+    wait_for 30 "alpha and bravo to connect again" node_is alpha connection Connected
+    wait_for 10 "bravo to say Connected again" node_is bravo connection Connected
+    assert_eq "$(node_field alpha out_of_sync_bytes)" 0 "alpha out_of_sync_bytes after the pause"
+    assert_eq "$(node_field alpha role)" Primary "alpha's role after it resumed"
+    head -c 4096 /dev/urandom >"$T/block"
+    write_block alpha "$off" "$T/block"
+    for n in alpha bravo; do
+        cmp -s -n 4096 -i "$off:0" "$T/$n.img" "$T/block" ||
+            fail "$n's disk does not hold the block written after the reconnection"
+    done
+    assert_same_bytes "$T/alpha.img" "$T/bravo.img" "alpha's and bravo's disks after the reconnection"
+    stop_hablock bravo
+    stop_hablock alpha
+    log "case 4 passed in $((SECONDS - t0))s"
 }
 
 for c in $cases; do
