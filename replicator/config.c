@@ -58,7 +58,7 @@ struct raw_node {
 
 struct raw_global {
   struct setting name, protocol, control, size;
-  struct setting ping_interval, ping_timeout, connect_timeout;
+  struct setting ping_interval, ping_timeout, connect_timeout, request_timeout;
   struct setting tls_mode, ca, cert, key, psk, suites;
 };
 
@@ -84,6 +84,7 @@ static const struct key keys[] = {
   { SEC_RESOURCE, "ping-interval",   V_DURATION, G(ping_interval) },
   { SEC_RESOURCE, "ping-timeout",    V_DURATION, G(ping_timeout) },
   { SEC_RESOURCE, "connect-timeout", V_DURATION, G(connect_timeout) },
+  { SEC_RESOURCE, "request-timeout", V_DURATION, G(request_timeout) },
   { SEC_RESOURCE, "tls",             V_ONOFF,    G(tls_mode) },
   { SEC_TLS,      "mode",            V_ONOFF,    G(tls_mode) },
   { SEC_TLS,      "ca",              V_PATH,     G(ca) },
@@ -811,6 +812,7 @@ static int finish(struct parser *p, const char *want, struct hb_config *out)
   out->ping_interval_ms = ms_or(&g->ping_interval, HB_CONFIG_PING_INTERVAL_MS);
   out->ping_timeout_ms = ms_or(&g->ping_timeout, HB_CONFIG_PING_TIMEOUT_MS);
   out->connect_timeout_ms = ms_or(&g->connect_timeout, HB_CONFIG_CONNECT_TIMEOUT_MS);
+  out->request_timeout_ms = ms_or(&g->request_timeout, HB_CONFIG_REQUEST_TIMEOUT_MS);
   if (!copy_str(&out->file, p->file) || !copy_str(&out->name, g->name.value))
     goto nomem;
 
@@ -894,7 +896,7 @@ static void free_parser(struct parser *p)
 {
   struct setting *gs[] = {
     &p->g.name, &p->g.protocol, &p->g.control, &p->g.size,
-    &p->g.ping_interval, &p->g.ping_timeout, &p->g.connect_timeout,
+    &p->g.ping_interval, &p->g.ping_timeout, &p->g.connect_timeout, &p->g.request_timeout,
     &p->g.tls_mode, &p->g.ca, &p->g.cert, &p->g.key, &p->g.psk,
     &p->g.suites,
   };

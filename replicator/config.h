@@ -33,6 +33,7 @@
 #define HB_CONFIG_PING_INTERVAL_MS   1000u
 #define HB_CONFIG_PING_TIMEOUT_MS    2000u
 #define HB_CONFIG_CONNECT_TIMEOUT_MS 10000u
+#define HB_CONFIG_REQUEST_TIMEOUT_MS 30000u
 #define HB_CONFIG_CONTROL_DIR        "/run/hablock"
 
 /* Limits of the values. */
@@ -66,6 +67,7 @@ struct hb_config {
   uint32_t ping_interval_ms;   /* an idle link sends a PING this often */
   uint32_t ping_timeout_ms;    /* the PONG must arrive within this */
   uint32_t connect_timeout_ms; /* connect + TLS + handshake */
+  uint32_t request_timeout_ms; /* a sent request must be answered within this */
   enum hb_tls_mode tls;
   unsigned tls_off_line;       /* where TLS was turned off (0: it is on) */
   char *tls_ca;        /* HB_TLS_CERT: CA that signs the peer's certificate */

@@ -33,6 +33,7 @@ struct hb_params {
   unsigned queue_depth; /* loop thread's ring / aio context depth */
   bool force_aio_fallback; /* debug: pretend io_uring_queue_init failed */
   bool fail_flush;      /* debug: as a Secondary, fail the peer's FLUSH with EIO */
+  unsigned stall_flush_ms; /* debug: as a Secondary, hold the peer's FLUSH this long */
   int ack_spin_us;      /* debug: a lone waiter's spin for its ACK (-1: default) */
   bool write_lock;      /* experiment: page-cache writes to a file also
                            wait on our lock (wlock.h); off by default,

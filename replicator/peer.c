@@ -456,9 +456,11 @@ static void take_incoming(struct hb_peer *p, bool on_loop)
 {
   struct hb_peer_io *io = __atomic_exchange_n(&p->incoming, NULL, __ATOMIC_ACQUIRE);
   struct hb_peer_io *fifo = NULL;
+  uint64_t now;
 
   if (!io)
     return;
+  now = hb_now_ns();
   while (io) {                  /* the stack is newest first */
     struct hb_peer_io *next = io->next;
     io->next = fifo;
@@ -472,6 +474,7 @@ static void take_incoming(struct hb_peer *p, bool on_loop)
       continue;
     }
     io->frame.id = ++p->next_id;
+    io->queued_ns = now;
     build(&io->tx, &io->frame, NULL, 0, io->frame.payload_len ? io->payload : NULL,
           io_written);
     io->next = NULL;
@@ -959,6 +962,14 @@ static void on_timer(struct hb_req *req)
   if (p->st == L_UP) {
     if (now - p->last_rx_ns > (uint64_t) p->cfg.ping_timeout_ms * 1000000u) {
       link_fail(p, "no answer for %u ms (ping timeout)", p->cfg.ping_timeout_ms);
+    } else if (p->pending && p->cfg.request_timeout_ms &&
+               now - p->pending->queued_ns > (uint64_t) p->cfg.request_timeout_ms * 1000000u) {
+      /* The peer answers pings but not this request: its disk hangs
+       * (DRBD's ko-count). The list is in sending order: its head is the
+       * oldest. Its requests complete here, recorded as out of sync. */
+      link_fail(p, "%s at %llu not answered within %u ms (request timeout): the peer's disk hangs?",
+                hb_wire_type_name(p->pending->frame.type),
+                (unsigned long long) p->pending->frame.offset, p->cfg.request_timeout_ms);
     } else if (now - p->last_rx_ns >= (uint64_t) p->cfg.ping_interval_ms * 1000000u &&
                !p->ping_queued) {
       struct hb_frame ping = { .type = HB_WIRE_PING };

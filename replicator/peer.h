@@ -43,6 +43,7 @@ struct hb_peer_io {
   const void *payload;          /* WRITE data (count bytes) */
   struct hb_txitem tx;
   struct hb_peer_io *next;      /* the link's list of requests awaiting ACK */
+  uint64_t queued_ns;           /* when it joined that list (request timeout) */
   int result;                   /* 0 ACK, -errno NACK, -ENOTCONN link lost */
   bool sent;                    /* all its bytes are in the channel */
   sem_t done;
@@ -79,6 +80,7 @@ struct hb_peer_config {
   struct hb_tls_ctx *tls;                 /* NULL: plaintext (tls = off) */
   uint64_t size;                          /* exported size, for range checks */
   unsigned ping_interval_ms, ping_timeout_ms, connect_timeout_ms;
+  unsigned request_timeout_ms;           /* an unanswered request ends the link */
   unsigned ack_spin_ns;                   /* see hb_peer_io_wait */
 };
 

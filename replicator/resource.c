@@ -57,6 +57,7 @@ struct hb_res {
   bool peer_oos;
   bool declare_pair;            /* next STATE tells the peer: pair identical */
   bool fail_flush;              /* debug flag: fail the peer's FLUSH */
+  unsigned stall_flush_ms;      /* debug flag: hold the peer's FLUSH */
   bool force_aio;               /* debug flag: the loop as if io_uring were missing */
   int primary;                  /* atomic copy of state.role == Primary */
   /* the Secondary's apply workers */
@@ -279,6 +280,17 @@ static void apply_queue(struct hb_res *r, const struct hb_frame *f, void *payloa
   pthread_mutex_unlock(&r->apply_lock);
 }
 
+/* Debug (-D hablock.stall_flush_ms): a disk that hangs on a flush while the
+ * node answers pings. Sleeps in slices so that a stopping node does not
+ * wait for it. */
+static void stall(struct hb_res *r, unsigned ms)
+{
+  uint64_t until = hb_now_ns() + (uint64_t) ms * 1000000u;
+
+  while (!__atomic_load_n(&r->apply_stop, __ATOMIC_ACQUIRE) && hb_now_ns() < until)
+    nanosleep(&(struct timespec) { .tv_nsec = 20000000 }, NULL);
+}
+
 /* The Secondary applies received requests with the same data path as a
  * standalone device. The Primary never has two overlapping requests in
  * flight (its conflict check), so they may be applied in any order. */
@@ -322,6 +334,8 @@ static void *apply_main(void *arg)
         ret = hb_zero(r->dev, it->f.count, it->f.offset, flags);
         break;
       default:
+        if (r->stall_flush_ms)
+          stall(r, r->stall_flush_ms);
         ret = r->fail_flush ? -EIO : hb_flush(r->dev);
         break;
       }
@@ -450,6 +464,7 @@ static int open_replicated(struct hb_res *r, const struct hb_params *p, char *er
     return ret;
   r->replicated = true;
   r->fail_flush = p->fail_flush;
+  r->stall_flush_ms = p->stall_flush_ms;
   r->force_aio = p->force_aio_fallback;
   self = hb_config_self(&r->cfg);
   peer = hb_config_peer(&r->cfg);
@@ -494,6 +509,7 @@ static int open_replicated(struct hb_res *r, const struct hb_params *p, char *er
     .ping_interval_ms = r->cfg.ping_interval_ms,
     .ping_timeout_ms = r->cfg.ping_timeout_ms,
     .connect_timeout_ms = r->cfg.connect_timeout_ms,
+    .request_timeout_ms = r->cfg.request_timeout_ms,
     .ack_spin_ns = (p->ack_spin_us < 0 ? HB_ACK_SPIN_US_DEFAULT
                                        : (unsigned) p->ack_spin_us) * 1000u,
   };
@@ -572,7 +588,7 @@ void hb_res_close(struct hb_res *r)
   hb_ctl_stop(r->ctl);
   hb_peer_stop(r->peer);
   pthread_mutex_lock(&r->apply_lock);
-  r->apply_stop = true;
+  __atomic_store_n(&r->apply_stop, true, __ATOMIC_RELEASE);   /* stall() reads it unlocked */
   pthread_cond_broadcast(&r->apply_cond);
   pthread_mutex_unlock(&r->apply_lock);
   for (unsigned i = 0; i < r->apply_started; i++)

@@ -57,6 +57,7 @@ static const char full[] =
   "    ping-interval = 250ms\n"
   "    ping-timeout = 3s\n"
   "    connect-timeout = 1min\n"
+  "    request-timeout = 45s\n"
   "[tls]\n"
   "    ca = /etc/hablock/ca.pem\n"
   "    cert = /etc/hablock/%n.pem   ; this node's\n"
@@ -87,6 +88,7 @@ static void test_full(void **state)
   assert_int_equal(c.ping_interval_ms, 250);
   assert_int_equal(c.ping_timeout_ms, 3000);
   assert_int_equal(c.connect_timeout_ms, 60000);
+  assert_int_equal(c.request_timeout_ms, 45000);
   assert_int_equal(c.tls, HB_TLS_CERT);
   assert_int_equal(c.tls_off_line, 0);
   assert_string_equal(c.tls_ca, "/etc/hablock/ca.pem");
@@ -100,7 +102,7 @@ static void test_full(void **state)
 
   const struct hb_config_node *a = &c.nodes[0], *b = &c.nodes[1];
   assert_string_equal(a->name, "alpha");
-  assert_int_equal(a->line, 15);
+  assert_int_equal(a->line, 16);
   assert_string_equal(a->disk, "/dev/vdb");
   assert_string_equal(a->meta, "/var/lib/hablock/r0.meta");
   assert_string_equal(a->address, "192.168.1.1:7789");
@@ -108,7 +110,7 @@ static void test_full(void **state)
   assert_int_equal(a->port, 7789);
   assert_string_equal(a->control, "/run/test/alpha.ctl");
   assert_string_equal(b->name, "bravo");
-  assert_int_equal(b->line, 19);
+  assert_int_equal(b->line, 20);
   assert_string_equal(b->disk, "/srv/r0.img");
   assert_string_equal(b->meta, "internal");
   assert_string_equal(b->address, "[fd00::2]:7790");
@@ -132,6 +134,7 @@ static void test_defaults(void **state)
   assert_int_equal(c.ping_interval_ms, HB_CONFIG_PING_INTERVAL_MS);
   assert_int_equal(c.ping_timeout_ms, HB_CONFIG_PING_TIMEOUT_MS);
   assert_int_equal(c.connect_timeout_ms, HB_CONFIG_CONNECT_TIMEOUT_MS);
+  assert_int_equal(c.request_timeout_ms, HB_CONFIG_REQUEST_TIMEOUT_MS);
   assert_int_equal(c.tls, HB_TLS_OFF);
   assert_int_equal(c.tls_off_line, 4);
   assert_string_equal(hb_tls_mode_name(c.tls), "off");
@@ -478,6 +481,8 @@ static const struct err_case err_cases[] = {
     "r0.conf:3: [resource] connect-timeout: unknown unit 'h' (ms, s or min)"),
   E("duration fraction", RES "connect-timeout = 1.5s\n",
     "r0.conf:3: [resource] connect-timeout: unknown unit '.5s' (ms, s or min)"),
+  E("request timeout zero", RES "request-timeout = 0s\n",
+    "r0.conf:3: [resource] request-timeout: must be positive"),
   E("duration negative", RES "ping-interval = -1s\n",
     "r0.conf:3: [resource] ping-interval: expected a duration such as 500ms or 5s"),
   E("duration too long", RES "ping-interval = 3601s\n",
