@@ -534,7 +534,7 @@ static void link_finish(struct hb_peer *p)
 
 static void link_fail(struct hb_peer *p, const char *fmt, ...)
 {
-  bool was_up = p->st == L_UP;
+  bool was_up = p->st == L_UP, wanted;
   va_list ap;
 
   if (p->st == L_CLOSING || p->st == L_DOWN)
@@ -548,6 +548,7 @@ static void link_fail(struct hb_peer *p, const char *fmt, ...)
   pthread_mutex_lock(&p->lock);
   p->info.up = false;
   p->info.tls_version[0] = p->info.tls_cipher[0] = p->info.tls_peer[0] = 0;
+  wanted = p->wanted;
   pthread_mutex_unlock(&p->lock);
   p->st = L_CLOSING;
   /* Frames not yet in the channel are dropped; their owners hear below. */
@@ -564,7 +565,7 @@ static void link_fail(struct hb_peer *p, const char *fmt, ...)
   p->txq_tail = &p->txq;
   fail_pending(p);
   if (was_up && p->ev.down)
-    p->ev.down(p->opaque, p->why);
+    p->ev.down(p->opaque, p->why, !wanted);
   shutdown(p->fd, SHUT_RDWR);   /* completes the ring's recv and send */
   link_finish(p);
 }
@@ -964,9 +965,14 @@ static void on_timer(struct hb_req *req)
       link_fail(p, "no answer for %u ms (ping timeout)", p->cfg.ping_timeout_ms);
     } else if (p->pending && p->cfg.request_timeout_ms &&
                now - p->pending->queued_ns > (uint64_t) p->cfg.request_timeout_ms * 1000000u) {
-      /* The peer answers pings but not this request: its disk hangs
-       * (DRBD's ko-count). The list is in sending order: its head is the
+      /* The peer answers pings but not this request: its disk hangs.
+       * As DRBD does when ko-count runs out, the peer is excluded: no
+       * reconnection until `hactl connect`, or every request would wait
+       * this long again. The list is in sending order: its head is the
        * oldest. Its requests complete here, recorded as out of sync. */
+      pthread_mutex_lock(&p->lock);
+      p->wanted = false;
+      pthread_mutex_unlock(&p->lock);
       link_fail(p, "%s at %llu not answered within %u ms (request timeout): the peer's disk hangs?",
                 hb_wire_type_name(p->pending->frame.type),
                 (unsigned long long) p->pending->frame.offset, p->cfg.request_timeout_ms);

@@ -58,7 +58,9 @@ struct hb_peer_events {
   /* 0: accept the peer; otherwise refuse with one line in msg. */
   int (*hello)(void *opaque, const struct hb_hello *remote, char *msg, size_t len);
   void (*up)(void *opaque, const struct hb_hello *remote);
-  void (*down)(void *opaque, const char *why);
+  /* standalone: the link is not wanted any more (hactl disconnect, or the
+   * peer excluded after a request timeout): no reconnection by itself. */
+  void (*down)(void *opaque, const char *why, bool standalone);
   /* A data frame (WRITE TRIM ZERO FLUSH) to apply; a WRITE's payload comes
    * from hb_buf_alloc (4096-aligned, f->payload_len bytes) and passes to the
    * callee, which gives it back with hb_buf_free (NULL for the others). Answer with hb_peer_reply(), giving

@@ -157,17 +157,20 @@ static void ev_up(void *opaque, const struct hb_hello *remote)
           hb_role_name((enum hb_role) remote->role), hb_disk_name((enum hb_disk) remote->disk));
 }
 
-static void ev_down(void *opaque, const char *why)
+static void ev_down(void *opaque, const char *why, bool standalone)
 {
   struct hb_res *r = opaque;
 
   pthread_mutex_lock(&r->lock);
   hb_state_peer_lost(&r->state);
+  if (standalone)
+    r->state.conn = HB_CONN_STANDALONE;
   pthread_mutex_unlock(&r->lock);
-  hb_info("%s: lost the peer (%s); %s", r->cfg.name, why,
+  hb_info("%s: lost the peer (%s); %s%s", r->cfg.name, why,
           __atomic_load_n(&r->primary, __ATOMIC_ACQUIRE)
             ? "going on alone, recording what changes"
-            : "keeping our data and waiting");
+            : "keeping our data and waiting",
+          standalone ? "; StandAlone until `hactl connect`" : "");
 }
 
 static void ev_state(void *opaque, const struct hb_state_msg *s)

@@ -4,9 +4,12 @@
 # itself goes on answering pings: the ping timeout cannot see it, the
 # request timeout must. The client's flush succeeds after about
 # request-timeout (the data are durable on the Primary; it waited for the
-# peer first), the Primary logs why it dropped the link and stays Primary.
-# The writes the peer acknowledged are on both disks and nothing is out of
-# sync, so the pair connects again; a second flush is bounded the same way.
+# peer first), the Primary logs why it dropped the link, stays Primary and,
+# as DRBD does when its ko-count runs out, excludes the peer: StandAlone, no
+# reconnection by itself (else every flush would wait that long again). The
+# writes the peer acknowledged are on both disks and nothing is out of sync,
+# so `hactl connect` joins the pair again; a second flush is bounded the
+# same way.
 set -euo pipefail
 . "$(dirname "$0")/functions.sh"
 requires nbdkit nbdinfo nbdcopy /usr/bin/python3
@@ -60,8 +63,20 @@ assert_eq "$(node_field bravo role)" Secondary "bravo's role after the request t
 assert_same_bytes "$T/src.img" "$T/alpha.img" "alpha's disk"
 assert_same_bytes "$T/src.img" "$T/bravo.img" "bravo's disk (every write was acknowledged)"
 assert_eq "$(node_field alpha out_of_sync_bytes)" 0 "alpha out_of_sync_bytes (only a flush was lost)"
+wait_for 5 "alpha to say StandAlone" node_is alpha connection StandAlone
+# It must stay apart by itself: watch for 3 s (the connector's first retry
+# would come within 100 ms, a handshake within a second here).
+end=$(( SECONDS + 3 ))
+while (( SECONDS < end )); do
+    node_is alpha connection StandAlone ||
+        fail "alpha left StandAlone by itself: $(node_field alpha connection)"
+    sleep 0.2
+done
+log "alpha stayed StandAlone for 3 s"
 
-# Nothing differs: the pair connects again, and the next flush is bounded too.
+# Nothing differs: the operator joins the pair again, and the next flush is
+# bounded too.
+hactl_on alpha connect
 wait_for 30 "alpha and bravo to connect again" node_is alpha connection Connected
 log_mark alpha
 ms=$(timed_flush) || fail "the second flush failed"
@@ -69,5 +84,6 @@ log "the second flush took $ms ms"
 (( ms >= request_timeout_ms - 100 && ms <= bound )) ||
     fail "the second flush took $ms ms (want ${request_timeout_ms}..$bound ms)"
 log_since alpha | grep -q "request timeout" || fail "alpha did not log the second request timeout"
+wait_for 5 "alpha to say StandAlone again" node_is alpha connection StandAlone
 stop_hablock bravo
 stop_hablock alpha
