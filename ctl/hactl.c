@@ -70,7 +70,7 @@ static const struct command commands[] = {
   { "demote", cmd_demote, "--force", "[--force]",
     "Make this node Secondary.",
     "Refused (exit 3) while NBD clients are connected. --force demotes\n"
-    "anyway and drops them." },
+    "anyway: every request of those clients fails (EROFS) from then on." },
   { "connect", cmd_simple, NULL, "",
     "Connect to the peer (leave StandAlone).",
     "Starts connecting; `hactl status` shows the connection state. Refused\n"

@@ -698,6 +698,9 @@ static void handle_frame(struct hb_peer *p, const struct hb_frame *f, const unsi
     return;
   case HB_WIRE_PONG:
     return;
+  case HB_WIRE_PROMOTE:
+    hb_peer_reply_local(p, p->link_gen, f->id, p->ev.promote ? p->ev.promote(p->opaque) : -EBUSY);
+    return;
   case HB_WIRE_STATE: {
     struct hb_state_msg s;
     if (hb_wire_decode_state(payload, f->payload_len, &s, msg, sizeof msg) < 0) {
@@ -956,14 +959,18 @@ static void on_link_call(struct hb_req *req)
 static void on_timer(struct hb_req *req)
 {
   struct hb_peer *p = req->opaque;
-  uint64_t now = hb_now_ns();
+  uint64_t now;
 
   link_lock(p);
+  /* The clock is read under the lock: a worker that took the lock just
+   * before may have put a request on the list stamped later than a clock
+   * read before it, and now - queued_ns would wrap. */
+  now = hb_now_ns();
   p->timer_busy = false;
   if (p->st == L_UP) {
     if (now - p->last_rx_ns > (uint64_t) p->cfg.ping_timeout_ms * 1000000u) {
       link_fail(p, "no answer for %u ms (ping timeout)", p->cfg.ping_timeout_ms);
-    } else if (p->pending && p->cfg.request_timeout_ms &&
+    } else if (p->pending && p->cfg.request_timeout_ms && now > p->pending->queued_ns &&
                now - p->pending->queued_ns > (uint64_t) p->cfg.request_timeout_ms * 1000000u) {
       /* The peer answers pings but not this request: its disk hangs.
        * As DRBD does when ko-count runs out, the peer is excluded: no
@@ -1089,7 +1096,7 @@ static void on_want(struct hb_req *req)
 
   link_lock(p);
   if (req->mode == 0 && (p->st == L_TLS || p->st == L_HELLO || p->st == L_UP))
-    link_fail(p, "disconnected by the operator");
+    link_fail(p, "%s", req->opaque2 ? (const char *) req->opaque2 : "disconnected by the operator");
   link_unlock(p, true);
   free(req);
 }
@@ -1284,6 +1291,23 @@ void hb_peer_set_wanted(struct hb_peer *p, bool wanted)
     return;
   *req = (struct hb_req) { .op = HB_OP_CALL, .complete = on_want, .opaque = p,
                            .mode = wanted };
+  submit_call(p, req);
+}
+
+void hb_peer_exclude(struct hb_peer *p, const char *why)
+{
+  size_t n = strlen(why) + 1;
+  struct hb_req *req = calloc(1, sizeof *req + n);
+
+  pthread_mutex_lock(&p->lock);
+  p->wanted = false;
+  pthread_cond_broadcast(&p->cond);
+  pthread_mutex_unlock(&p->lock);
+  if (!req)
+    return;
+  memcpy(req + 1, why, n);
+  *req = (struct hb_req) { .op = HB_OP_CALL, .complete = on_want, .opaque = p,
+                           .mode = 0, .opaque2 = req + 1 };
   submit_call(p, req);
 }
 

@@ -69,6 +69,8 @@ struct hb_peer_events {
    * socket until hb_peer_resume(). */
   bool (*apply)(void *opaque, const struct hb_frame *f, void *payload, uint64_t link);
   void (*state)(void *opaque, const struct hb_state_msg *s);
+  /* The peer asks to become Primary (PROMOTE): 0 grants, -EBUSY refuses. */
+  int (*promote)(void *opaque);
   /* A worker's request that the peer will not answer (the link is down or
    * went down): called before the worker wakes, so that whatever it
    * records is in place before any later handshake. */
@@ -127,6 +129,9 @@ void hb_peer_send_state(struct hb_peer *p, const struct hb_state_msg *s);
 /* Any thread: allow or forbid connecting (hactl connect / disconnect);
  * forbidding drops a live link. */
 void hb_peer_set_wanted(struct hb_peer *p, bool wanted);
+/* Any thread: forbid connecting and drop a live link, logging why (the
+ * peer failed a request): StandAlone until hb_peer_set_wanted(p, true). */
+void hb_peer_exclude(struct hb_peer *p, const char *why);
 
 struct hb_peer_info {
   bool up;

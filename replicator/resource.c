@@ -8,6 +8,7 @@
  * -> wait for both -> reply. Without a peer the write completes locally and
  * its blocks are set in the out-of-sync bitmap. */
 #include <errno.h>
+#include <stdarg.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,6 +57,7 @@ struct hb_res {
   struct hb_bitmap bitmap;
   bool peer_oos;
   bool declare_pair;            /* next STATE tells the peer: pair identical */
+  bool promoting;               /* our PROMOTE is waiting for the peer's answer */
   bool fail_flush;              /* debug flag: fail the peer's FLUSH */
   unsigned stall_flush_ms;      /* debug flag: hold the peer's FLUSH */
   bool force_aio;               /* debug flag: the loop as if io_uring were missing */
@@ -113,6 +115,23 @@ static bool record_oos(struct hb_res *r, uint64_t off, uint64_t len, bool unless
 static void mark_oos(struct hb_res *r, uint64_t off, uint64_t len)
 {
   record_oos(r, off, len, false);
+}
+
+/* The peer failed a request it had accepted: exclude it (StandAlone until
+ * `hactl connect`) and say why. Any thread. */
+static void go_alone(struct hb_res *r, const char *fmt, ...)
+{
+  char why[256];
+  va_list ap;
+
+  va_start(ap, fmt);
+  vsnprintf(why, sizeof why, fmt, ap);
+  va_end(ap);
+  hb_error("%s: %s", r->cfg.name, why);
+  pthread_mutex_lock(&r->lock);
+  r->state.conn = HB_CONN_STANDALONE;
+  pthread_mutex_unlock(&r->lock);
+  hb_peer_exclude(r->peer, why);
 }
 
 /* ---- peer events (loop thread) ---- */
@@ -178,6 +197,15 @@ static void ev_state(void *opaque, const struct hb_state_msg *s)
   struct hb_res *r = opaque;
 
   pthread_mutex_lock(&r->lock);
+  if (s->role == HB_ROLE_PRIMARY && r->state.role == HB_ROLE_PRIMARY) {
+    /* Cannot happen through the PROMOTE exchange; should it anyway, the
+     * pair must not stay connected with two writers. */
+    r->state.conn = HB_CONN_STANDALONE;
+    pthread_mutex_unlock(&r->lock);
+    hb_error("%s: split brain: the peer says it is Primary and so is this node", r->cfg.name);
+    hb_peer_exclude(r->peer, "split brain: both nodes are Primary");
+    return;
+  }
   hb_state_peer_changed(&r->state, (enum hb_role) s->role, (enum hb_disk) s->disk);
   if ((s->flags & HB_HELLO_F_CONSISTENT) && r->state.disk != HB_DISK_UPTODATE &&
       r->state.oos_bytes == 0 && r->state.role == HB_ROLE_SECONDARY) {
@@ -203,13 +231,32 @@ static void apply_done(struct hb_res *r)
     hb_peer_resume(r->peer);
 }
 
+/* This Secondary could not apply what the Primary sent (a write, trim or
+ * zero not done, a flush that did not make the data durable): its disk no
+ * longer holds the Primary's data for sure, so it must not stay promotable
+ * as UpToDate (DRBD detaches such a disk). The Primary hears it from the
+ * NACK and the STATE. A node that is Primary itself refused the request
+ * (EROFS): its disk is fine. */
+static void apply_failed(struct hb_res *r, uint16_t type, uint64_t off, int err)
+{
+  hb_error("%s: applying the peer's %s at %llu: %s", r->cfg.name,
+           hb_wire_type_name(type), (unsigned long long) off, strerror(-err));
+  pthread_mutex_lock(&r->lock);
+  if (r->state.role != HB_ROLE_PRIMARY && r->state.disk != HB_DISK_FAILED) {
+    hb_error("%s: the local disk failed a request from the Primary: disk Failed "
+             "(not promotable until the data are made whole again)", r->cfg.name);
+    r->state.disk = HB_DISK_FAILED;
+    send_state_locked(r);
+  }
+  pthread_mutex_unlock(&r->lock);
+}
+
 static void direct_applied(struct hb_req *req)
 {
   struct direct_apply *a = (struct direct_apply *) req;
 
   if (req->res < 0)
-    hb_error("%s: applying the peer's WRITE at %llu: %s", a->res->cfg.name,
-             (unsigned long long) req->off, strerror(-req->res));
+    apply_failed(a->res, HB_WIRE_WRITE, req->off, req->res);
   hb_peer_reply_local(a->res->peer, a->link, a->id, req->res);
   apply_done(a->res);
   hb_buf_free(req->buf, a->len);
@@ -268,6 +315,7 @@ static void apply_queue(struct hb_res *r, const struct hb_frame *f, void *payloa
 
   if (!it) {
     hb_buf_free(payload, f->payload_len);
+    apply_failed(r, f->type, f->offset, -ENOMEM);
     hb_peer_reply(r->peer, link, f->id, -ENOMEM);
     apply_done(r);
     return;
@@ -344,9 +392,7 @@ static void *apply_main(void *arg)
       }
     }
     if (ret < 0)
-      hb_error("%s: applying the peer's %s at %llu: %s", r->cfg.name,
-               hb_wire_type_name(it->f.type), (unsigned long long) it->f.offset,
-               strerror(-ret));
+      apply_failed(r, it->f.type, it->f.offset, ret);
     hb_peer_reply(r->peer, it->link, it->f.id, ret);
     apply_done(r);
     hb_buf_free(it->payload, it->f.payload_len);
@@ -356,8 +402,32 @@ static void *apply_main(void *arg)
 
 static void ev_lost(void *opaque, const struct hb_frame *f)
 {
-  if (f->type != HB_WIRE_FLUSH)
+  if (f->type == HB_WIRE_WRITE || f->type == HB_WIRE_TRIM || f->type == HB_WIRE_ZERO)
     mark_oos(opaque, f->offset, f->count);
+}
+
+/* The peer asks to become Primary (loop thread). Granting makes its role
+ * Primary here at once, so that our own promotion is refused from now on
+ * (until its STATE says otherwise or the link drops). Two requests that
+ * cross: the node listed first in the configuration goes first, on both
+ * sides, so exactly one of them is granted. */
+static int ev_promote(void *opaque)
+{
+  struct hb_res *r = opaque;
+  int ret = 0;
+
+  pthread_mutex_lock(&r->lock);
+  if (r->state.role == HB_ROLE_PRIMARY) {
+    hb_info("%s: refused the peer's promotion: this node is Primary", r->cfg.name);
+    ret = -EBUSY;
+  } else if (r->promoting && r->cfg.self < r->cfg.peer) {
+    hb_info("%s: refused the peer's promotion: this node asked first in order", r->cfg.name);
+    ret = -EBUSY;
+  } else {
+    r->state.peer_role = HB_ROLE_PRIMARY;
+  }
+  pthread_mutex_unlock(&r->lock);
+  return ret;
 }
 
 static const struct hb_peer_events peer_events = {
@@ -368,6 +438,7 @@ static const struct hb_peer_events peer_events = {
   .down = ev_down,
   .apply = ev_apply,
   .state = ev_state,
+  .promote = ev_promote,
 };
 
 /* ---- the control socket (hactl) ---- */
@@ -636,6 +707,15 @@ void hb_res_client_close(struct hb_res *r)
   pthread_mutex_unlock(&r->lock);
 }
 
+/* A promotion refused because of the peer: one line in msg, the code of
+ * "the peer is Primary" (hactl exit status 3). */
+static int answer_busy(char *msg, size_t len, const char *why)
+{
+  if (msg && len)
+    snprintf(msg, len, "%s", why);
+  return HB_REFUSED_PEER_PRIMARY;
+}
+
 int hb_res_promote(struct hb_res *r, bool force, char *msg, size_t len)
 {
   int ret;
@@ -644,6 +724,34 @@ int hb_res_promote(struct hb_res *r, bool force, char *msg, size_t len)
     return 0;
   pthread_mutex_lock(&r->lock);
   ret = hb_may_promote(&r->state, force, msg, len);
+  if (ret == 0 && r->state.role != HB_ROLE_PRIMARY && hb_conn_is_connected(r->state.conn)) {
+    /* Connected: ask the peer first (PROMOTE), so that two nodes promoted
+     * at the same moment are never both Primary. */
+    struct hb_peer_io io;
+    int pr;
+
+    if (r->promoting) {
+      pthread_mutex_unlock(&r->lock);
+      return answer_busy(msg, len, "cannot promote: a promotion of this node is already in progress");
+    }
+    r->promoting = true;
+    pthread_mutex_unlock(&r->lock);
+    memset(&io, 0, sizeof io);
+    io.frame.type = HB_WIRE_PROMOTE;
+    pr = hb_peer_send_io(r->peer, &io) == 0 ? hb_peer_io_wait(&io) : -ENOTCONN;
+    pthread_mutex_lock(&r->lock);
+    r->promoting = false;
+    if (pr != 0 && pr != -ENOTCONN) {
+      pthread_mutex_unlock(&r->lock);
+      return answer_busy(msg, len, "cannot promote: the peer is Primary or is being promoted "
+                         "at this moment (two Primaries are never allowed while connected)");
+    }
+    /* Granted, or the link dropped meanwhile: decide again on what we
+     * know now. A grant we do not use is taken back by the STATE below. */
+    ret = hb_may_promote(&r->state, force, msg, len);
+    if (ret != 0 && pr == 0)
+      send_state_locked(r);
+  }
   if (ret == 0 && r->state.role != HB_ROLE_PRIMARY) {
     struct hb_node_state before = r->state;
     hb_state_promote(&r->state, force, r->peer_oos);
@@ -670,6 +778,10 @@ int hb_res_demote(struct hb_res *r, bool force, char *msg, size_t len)
     publish_role(r);
     send_state_locked(r);
     hb_info("%s: demoted to Secondary%s", r->cfg.name, force ? " (forced)" : "");
+    if (r->state.clients)
+      hb_info("%s: %u NBD client%s still connected: every request of theirs fails "
+              "(EROFS) from now on", r->cfg.name, r->state.clients,
+              r->state.clients == 1 ? " is" : "s are");
   }
   pthread_mutex_unlock(&r->lock);
   return ret;
@@ -680,7 +792,14 @@ void hb_res_set_connect(struct hb_res *r, bool wanted)
   if (!r->peer)
     return;
   pthread_mutex_lock(&r->lock);
-  r->state.conn = wanted ? HB_CONN_CONNECTING : HB_CONN_STANDALONE;
+  /* connect on a link that is up (or coming up) changes nothing: the
+   * connection state also decides whether a write is replicated or only
+   * recorded (record_oos), so it must never say Connecting while the
+   * link is up. */
+  if (!wanted)
+    r->state.conn = HB_CONN_STANDALONE;
+  else if (r->state.conn == HB_CONN_STANDALONE)
+    r->state.conn = HB_CONN_CONNECTING;
   pthread_mutex_unlock(&r->lock);
   hb_peer_set_wanted(r->peer, wanted);
 }
@@ -743,9 +862,12 @@ static int replicate(struct hb_res *r, uint16_t type, const void *buf, uint32_t 
   ret = local(r, buf, count, off, flags);
   pr = sent ? hb_peer_io_wait(&io) : 0;
   if (pr != 0 && pr != -ENOTCONN) {
-    hb_error("%s: the peer failed %s at %llu: %s", r->cfg.name, hb_wire_type_name(type),
-             (unsigned long long) off, strerror(-pr));
+    /* The peer does not have what the client is about to be told is
+     * written: recorded, and the pair may not stay Connected as if in
+     * sync (the peer also marks its own disk Failed, see apply_failed). */
     mark_oos(r, off, count);
+    go_alone(r, "the peer failed %s at %llu (%s): its disk is failing; going on alone",
+             hb_wire_type_name(type), (unsigned long long) off, strerror(-pr));
   }
   if (ret < 0 && sent && pr == 0)
     mark_oos(r, off, count);      /* the peer has it and we do not */
@@ -763,8 +885,19 @@ static int local_zero(struct hb_res *r, const void *buf, uint32_t count, uint64_
   return hb_dev_zero_locked(r->dev, count, off, flags);
 }
 
+/* A client that stayed connected through a forced demotion: nothing it
+ * asks for is served any more (reads would be stale once the peer is
+ * Primary, and a flush must not reach the new Primary as ours). nbdkit
+ * 1.32 cannot close the connection from a plugin, so its requests fail. */
+static bool demoted(struct hb_res *r)
+{
+  return r->replicated && !__atomic_load_n(&r->primary, __ATOMIC_ACQUIRE);
+}
+
 int hb_res_pread(struct hb_res *r, void *buf, uint32_t count, uint64_t off)
 {
+  if (demoted(r))
+    return -EROFS;
   return hb_pread(r->dev, buf, count, off);
 }
 
@@ -806,6 +939,8 @@ int hb_res_flush(struct hb_res *r)
 
   if (!r->replicated)
     return hb_flush(r->dev);
+  if (demoted(r))
+    return -EROFS;
   memset(&io, 0, sizeof io);
   io.frame.type = HB_WIRE_FLUSH;
   sent = hb_peer_send_io(r->peer, &io) == 0;
@@ -816,18 +951,16 @@ int hb_res_flush(struct hb_res *r)
      * ones we cannot tell, so the whole device counts as out of sync (no
      * reconnection without a full resync) and we go on alone, as with a
      * peer whose disk failed. The client's data are durable here. */
-    hb_error("%s: the peer failed a flush (%s): its disk is failing; going on alone",
-             r->cfg.name, strerror(-pr));
     mark_oos(r, 0, hb_dev_size(r->dev));
-    hb_peer_set_wanted(r->peer, false);
-    pthread_mutex_lock(&r->lock);
-    r->state.conn = HB_CONN_STANDALONE;
-    pthread_mutex_unlock(&r->lock);
+    go_alone(r, "the peer failed a flush (%s): its disk is failing; going on alone",
+             strerror(-pr));
   }
   return ret;
 }
 
 int hb_res_cache(struct hb_res *r, uint32_t count, uint64_t off)
 {
+  if (demoted(r))
+    return -EROFS;
   return hb_cache(r->dev, count, off);
 }

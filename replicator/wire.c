@@ -87,6 +87,7 @@ static const struct type_rule rules[HB_WIRE_TYPE_MAX + 1] = {
   [HB_WIRE_DIGEST] = { "DIGEST", HB_WIRE_F_REPLY | HB_WIRE_F_VERIFY,
                        COUNT_BYTES, HB_WIRE_MAX_DATA,
                        PAYLOAD_FIXED, HB_WIRE_DIGEST_SIZE, true },
+  [HB_WIRE_PROMOTE] = { "PROMOTE", 0, COUNT_NONE, 0, PAYLOAD_NONE, 0, false },
 };
 
 static const struct type_rule *rule_of(unsigned type)

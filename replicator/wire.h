@@ -55,7 +55,7 @@ static inline struct hb_le64 hb_le64_put(uint64_t v)
 #define HB_WIRE_MAGIC        0x4b4c4248u
 /* The one protocol version this build speaks. Bump it on any change to a
  * layout or a rule below; peers must speak the same version. */
-#define HB_WIRE_VERSION      1u
+#define HB_WIRE_VERSION      2u
 
 #define HB_WIRE_HDR_SIZE     40u
 #define HB_WIRE_HELLO_SIZE   192u
@@ -89,9 +89,11 @@ enum hb_wire_type {
   HB_WIRE_RESYNC_REQ = 12, /* SyncTarget asks for [offset, +count) */
   HB_WIRE_RESYNC_DATA = 13,/* answer to RESYNC_REQ `id`: count bytes of data */
   HB_WIRE_DIGEST = 14,     /* digest of [offset, +count); hb_wire_digest */
+  HB_WIRE_PROMOTE = 15,    /* the sender asks to become Primary: ACK grants,
+                              NACK (EBUSY) refuses */
 };
 #define HB_WIRE_TYPE_MIN HB_WIRE_HELLO
-#define HB_WIRE_TYPE_MAX HB_WIRE_DIGEST
+#define HB_WIRE_TYPE_MAX HB_WIRE_PROMOTE
 
 /* Header flags; each type accepts only its own (see docs/wire-protocol.md). */
 #define HB_WIRE_F_FUA        (1u << 0)  /* WRITE TRIM ZERO */

@@ -1,7 +1,14 @@
-/* Two replicated resources in one process, linked over loopback (TLS off):
- * a write in progress while the link comes back must never leave the pair
- * connected with different data. Either the write is replicated, or it is
- * recorded as out of sync and the reconnection is refused (invariant 2). */
+/* Two replicated resources in one process, linked over loopback (TLS off).
+ * - A write in progress while the link comes back must never leave the pair
+ *   connected with different data: either it is replicated, or it is
+ *   recorded as out of sync and the reconnection is refused (invariant 2).
+ * - `connect` on a connected node changes nothing (writes stay replicated).
+ * - Promotions of both nodes at the same moment: exactly one wins.
+ * - A force-demoted node serves nothing more to the clients it kept, and
+ *   their flush does not reach the new Primary.
+ * - A Secondary that fails a request marks its disk Failed (not promotable)
+ *   and the Primary goes on alone, StandAlone. */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -66,14 +73,20 @@ static int teardown(void **state)
   return system(cmd) == 0 ? 0 : -1;
 }
 
-static struct hb_res *open_node(const char *node)
+static struct hb_res *open_node_with(const char *node, bool fail_flush)
 {
-  struct hb_params p = { .config = conf, .node = (char *) node, .cache = HB_CACHE_WRITEBACK };
+  struct hb_params p = { .config = conf, .node = (char *) node, .cache = HB_CACHE_WRITEBACK,
+                         .fail_flush = fail_flush };
   struct hb_res *r;
   char err[HB_ERRLEN];
   if (hb_res_open(&p, &r, err, sizeof err) < 0 || hb_res_start(r, err, sizeof err) < 0)
     fail_msg("%s: %s", node, err);
   return r;
+}
+
+static struct hb_res *open_node(const char *node)
+{
+  return open_node_with(node, false);
 }
 
 static struct hb_res_status st(struct hb_res *r)
@@ -151,10 +164,165 @@ static void test_reconnect_during_write(void **state)
   }
 }
 
+/* Fresh zero-filled disks, both nodes connected, alpha Primary (forced:
+ * the pair declared identical), bravo UpToDate. */
+static void pair_up(bool bravo_fails_flush)
+{
+  char cmd[300], msg[256];
+
+  snprintf(cmd, sizeof cmd, "rm -f %s/*.img && truncate -s 16M %s/a.img %s/b.img", dir, dir, dir);
+  assert_int_equal(system(cmd), 0);
+  A = open_node("alpha");
+  B = open_node_with("bravo", bravo_fails_flush);
+  assert_true(wait_until(both_up, 10000));
+  assert_int_equal(hb_res_promote(A, true, msg, sizeof msg), 0);
+  assert_true(wait_until(b_uptodate, 5000));
+}
+
+static void pair_down(void)
+{
+  hb_res_close(A);
+  hb_res_close(B);
+}
+
+static void test_connect_while_connected(void **state)
+{
+  pair_up(false);
+  hb_res_set_connect(A, true);
+  hb_res_set_connect(B, true);
+  assert_int_equal(st(A).state.conn, HB_CONN_CONNECTED);
+  assert_int_equal(st(B).state.conn, HB_CONN_CONNECTED);
+  memset(buf, 'c', 4096);
+  assert_int_equal(hb_res_pwrite(A, buf, 4096, 0, 0), 0);
+  assert_int_equal(hb_res_flush(A), 0);
+  assert_int_equal(st(A).state.oos_bytes, 0);
+  assert_true(st(A).link.up);
+  assert_false(disks_differ());
+  pair_down();
+}
+
+static struct hb_res *prom_node;
+static pthread_barrier_t prom_barrier;
+
+static void *promoter(void *arg)
+{
+  char msg[256];
+  int *ret = arg;
+  pthread_barrier_wait(&prom_barrier);
+  *ret = hb_res_promote(prom_node, false, msg, sizeof msg);
+  return NULL;
+}
+
+static bool a_peer_secondary(void) { return st(A).state.peer_role == HB_ROLE_SECONDARY; }
+static bool b_peer_secondary(void) { return st(B).state.peer_role == HB_ROLE_SECONDARY; }
+
+/* Both Secondary and UpToDate; both promoted at once, many times: never
+ * two Primaries, and exactly one promotion succeeds each time. */
+static void test_concurrent_promotions(void **state)
+{
+  int trials = getenv("HB_TEST_RESOURCE_TRIALS") ? 10 * atoi(getenv("HB_TEST_RESOURCE_TRIALS")) : 40;
+  char msg[256];
+  unsigned wins[2] = { 0, 0 };
+
+  pair_up(false);
+  for (int t = 0; t < trials; t++) {
+    pthread_t th;
+    int ra = -1, rb = -1;
+
+    if (st(A).state.role == HB_ROLE_PRIMARY)
+      assert_int_equal(hb_res_demote(A, false, msg, sizeof msg), 0);
+    if (st(B).state.role == HB_ROLE_PRIMARY)
+      assert_int_equal(hb_res_demote(B, false, msg, sizeof msg), 0);
+    assert_true(wait_until(a_peer_secondary, 5000));
+    assert_true(wait_until(b_peer_secondary, 5000));
+    assert_int_equal(st(A).state.disk, HB_DISK_UPTODATE);
+    assert_int_equal(st(B).state.disk, HB_DISK_UPTODATE);
+
+    assert_int_equal(pthread_barrier_init(&prom_barrier, NULL, 2), 0);
+    prom_node = B;
+    assert_int_equal(pthread_create(&th, NULL, promoter, &rb), 0);
+    pthread_barrier_wait(&prom_barrier);
+    ra = hb_res_promote(A, false, msg, sizeof msg);
+    pthread_join(th, NULL);
+    pthread_barrier_destroy(&prom_barrier);
+
+    bool pa = st(A).state.role == HB_ROLE_PRIMARY, pb = st(B).state.role == HB_ROLE_PRIMARY;
+    if (pa && pb)
+      fail_msg("trial %d: both nodes are Primary (promote returned %d and %d)", t, ra, rb);
+    if ((ra == 0) + (rb == 0) != 1)
+      fail_msg("trial %d: %d promotions succeeded (returned %d and %d)", t,
+               (ra == 0) + (rb == 0), ra, rb);
+    assert_true(pa == (ra == 0) && pb == (rb == 0));
+    if (ra != 0)
+      assert_int_equal(ra, HB_REFUSED_PEER_PRIMARY);
+    if (rb != 0)
+      assert_int_equal(rb, HB_REFUSED_PEER_PRIMARY);
+    assert_true(st(A).link.up);
+    wins[pb]++;
+  }
+  print_message("# %d trials: alpha won %u, bravo won %u\n", trials, wins[0], wins[1]);
+  pair_down();
+}
+
+static void test_force_demoted_serves_nothing(void **state)
+{
+  char msg[256];
+
+  pair_up(false);
+  assert_int_equal(hb_res_client_open(A, msg, sizeof msg), 0);
+  assert_int_equal(hb_res_demote(A, false, msg, sizeof msg), HB_REFUSED_CLIENTS);
+  assert_int_equal(hb_res_demote(A, true, msg, sizeof msg), 0);
+  assert_int_equal(hb_res_pread(A, buf, 4096, 0), -EROFS);
+  assert_int_equal(hb_res_pwrite(A, buf, 4096, 0, 0), -EROFS);
+  assert_int_equal(hb_res_flush(A), -EROFS);
+  assert_int_equal(hb_res_cache(A, 4096, 0), -EROFS);
+  assert_true(wait_until(b_peer_secondary, 5000));
+  assert_int_equal(hb_res_promote(B, false, msg, sizeof msg), 0);
+  /* The old client's flush goes nowhere: the pair stays together. */
+  assert_int_equal(hb_res_flush(A), -EROFS);
+  memset(buf, 'd', 4096);
+  assert_int_equal(hb_res_pwrite(B, buf, 4096, 8192, 0), 0);
+  assert_int_equal(hb_res_flush(B), 0);
+  assert_true(st(A).link.up);
+  assert_int_equal(st(A).state.oos_bytes, 0);
+  assert_int_equal(st(B).state.oos_bytes, 0);
+  assert_false(disks_differ());
+  hb_res_client_close(A);
+  pair_down();
+}
+
+static bool a_standalone(void) { return st(A).state.conn == HB_CONN_STANDALONE && !st(A).link.up; }
+static bool b_failed(void) { return st(B).state.disk == HB_DISK_FAILED; }
+
+static void test_secondary_fails_request(void **state)
+{
+  char msg[256];
+
+  pair_up(true);              /* bravo fails every FLUSH with EIO */
+  memset(buf, 'e', 4096);
+  assert_int_equal(hb_res_pwrite(A, buf, 4096, 0, 0), 0);
+  assert_int_equal(hb_res_flush(A), 0);       /* durable on alpha */
+  assert_true(wait_until(a_standalone, 5000));
+  assert_true(wait_until(b_failed, 5000));
+  assert_int_equal(st(A).state.role, HB_ROLE_PRIMARY);
+  assert_true(st(A).state.oos_bytes > 0);
+  /* bravo's data are not the Primary's for sure: not promotable, even
+   * forced, now that alpha is gone. */
+  hb_res_close(A);
+  assert_true(hb_res_promote(B, false, msg, sizeof msg) != 0);
+  assert_true(hb_res_promote(B, true, msg, sizeof msg) != 0);
+  print_message("# bravo: %s\n", msg);
+  hb_res_close(B);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_reconnect_during_write),
+    cmocka_unit_test(test_connect_while_connected),
+    cmocka_unit_test(test_concurrent_promotions),
+    cmocka_unit_test(test_force_demoted_serves_nothing),
+    cmocka_unit_test(test_secondary_fails_request),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

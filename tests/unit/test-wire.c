@@ -81,6 +81,7 @@ static const struct hb_frame valid[] = {
   { .type = HB_WIRE_DIGEST, .flags = HB_WIRE_F_REPLY | HB_WIRE_F_VERIFY,
     .id = 10, .offset = 0, .count = 1 << 20,
     .payload_len = HB_WIRE_DIGEST_SIZE },
+  { .type = HB_WIRE_PROMOTE, .id = 11 },
 };
 
 static void test_roundtrip(void **state)
@@ -116,7 +117,7 @@ static void test_golden_bytes(void **state)
 {
   static const unsigned char want[HB_WIRE_HDR_SIZE] = {
     0x48, 0x42, 0x4c, 0x4b,                         /* "HBLK" */
-    0x01, 0x00,                                     /* version 1 */
+    0x02, 0x00,                                     /* version 2 */
     0x02, 0x00,                                     /* WRITE */
     0x01, 0x00, 0x00, 0x00,                         /* FUA */
     0x00, 0x10, 0x00, 0x00,                         /* count 4096 */
@@ -158,14 +159,14 @@ static const struct reject rejects[] = {
   { "magic before version",
     R(.xmagic = MAGIC(0), .xversion = VERSION(9), .type = 999),
     HB_WIRE_EMAGIC, "bad magic" },
-  { "version 2", R(.xversion = VERSION(2), .type = HB_WIRE_PING),
-    HB_WIRE_EVERSION, "unsupported protocol version 2 (we speak 1)" },
+  { "version 1", R(.xversion = VERSION(1), .type = HB_WIRE_PING),
+    HB_WIRE_EVERSION, "unsupported protocol version 1 (we speak 2)" },
   { "version 0", R(.xversion = VERSION(0), .type = HB_WIRE_PING),
-    HB_WIRE_EVERSION, "unsupported protocol version 0 (we speak 1)" },
+    HB_WIRE_EVERSION, "unsupported protocol version 0 (we speak 2)" },
   { "version before type", R(.xversion = VERSION(3), .type = 999),
     HB_WIRE_EVERSION, "version 3" },
   { "type 0", R(.type = 0), HB_WIRE_ETYPE, "unknown frame type 0" },
-  { "type 15", R(.type = 15), HB_WIRE_ETYPE, "unknown frame type 15" },
+  { "type 16", R(.type = 16), HB_WIRE_ETYPE, "unknown frame type 16" },
   { "type 65535", R(.type = 65535, .count = 5),
     HB_WIRE_ETYPE, "unknown frame type 65535" },
   { "type before length", R(.type = 77, .plen = UINT32_MAX),
@@ -212,6 +213,12 @@ static const struct reject rejects[] = {
     HB_WIRE_ELENGTH, "ZERO frame carries 1 payload bytes" },
   { "FLUSH count", R(.type = HB_WIRE_FLUSH, .count = 1),
     HB_WIRE_ELENGTH, "FLUSH frame length 1 (expected 0)" },
+  { "PROMOTE count", R(.type = HB_WIRE_PROMOTE, .count = 1),
+    HB_WIRE_ELENGTH, "PROMOTE frame length 1 (expected 0)" },
+  { "PROMOTE payload", R(.type = HB_WIRE_PROMOTE, .plen = 8),
+    HB_WIRE_ELENGTH, "PROMOTE frame carries 8 payload bytes" },
+  { "PROMOTE flag", R(.type = HB_WIRE_PROMOTE, .flags = HB_WIRE_F_FUA),
+    HB_WIRE_EFLAGS, "PROMOTE frame has unknown flags 0x1" },
   { "FLUSH offset", R(.type = HB_WIRE_FLUSH, .offset = 5),
     HB_WIRE_EFIELD, "FLUSH frame offset 5 (expected 0)" },
   { "FLUSH payload", R(.type = HB_WIRE_FLUSH, .plen = 1),
@@ -416,7 +423,7 @@ static void test_hello_roundtrip(void **state)
                                         sizeof err), 0);
   assert_memory_equal(&h, &out, sizeof h);
   /* Byte positions from docs/wire-protocol.md. */
-  assert_int_equal(buf[0], 1);                         /* proto version */
+  assert_int_equal(buf[0], 2);                         /* proto version */
   assert_int_equal(buf[4], 1);                         /* node id */
   assert_int_equal(buf[6], HB_WIRE_ROLE_PRIMARY);
   assert_int_equal(buf[7], HB_WIRE_DISK_UPTODATE);
@@ -458,8 +465,8 @@ struct hello_reject {
 };
 
 static const struct hello_reject hello_rejects[] = {
-  { "version", 0, 2, HB_WIRE_EVERSION,
-    "unsupported protocol version 2 in HELLO (we speak 1)" },
+  { "version", 0, 1, HB_WIRE_EVERSION,
+    "unsupported protocol version 1 in HELLO (we speak 2)" },
   { "role 0", 6, 0, HB_WIRE_EFIELD, "HELLO has unknown role 0" },
   { "role 3", 6, 3, HB_WIRE_EFIELD, "HELLO has unknown role 3" },
   { "disk 0", 7, 0, HB_WIRE_EFIELD, "HELLO has unknown disk state 0" },
@@ -526,11 +533,11 @@ static void test_check_hello(void **state)
   assert_int_equal(hb_wire_check_hello(&a, &b, err, sizeof err), 0);
   assert_int_equal(hb_wire_check_hello(&b, &a, err, sizeof err), 0);
 
-  b.proto_version = 2;
+  b.proto_version = 1;
   assert_int_equal(hb_wire_check_hello(&a, &b, err, sizeof err),
                    HB_WIRE_EVERSION);
-  assert_string_equal(err, "peer bravo speaks protocol version 2, "
-                      "we speak 1");
+  assert_string_equal(err, "peer bravo speaks protocol version 1, "
+                      "we speak 2");
   b.proto_version = HB_WIRE_VERSION;
 
   strcpy(b.resource, "r1");
