@@ -790,6 +790,21 @@ static ssize_t link_read(struct hb_peer *p)
 }
 
 /* Act on every whole frame in rx; keep a partial one at its start. */
+/* Types this build acts on. The others are valid on the wire (resync and
+ * verify come later) but refused from the header, before their payload
+ * (up to 64 MiB) is buffered. */
+static bool handled_type(uint16_t type)
+{
+  switch (type) {
+  case HB_WIRE_HELLO: case HB_WIRE_WRITE: case HB_WIRE_TRIM: case HB_WIRE_ZERO:
+  case HB_WIRE_FLUSH: case HB_WIRE_ACK: case HB_WIRE_NACK: case HB_WIRE_PING:
+  case HB_WIRE_PONG: case HB_WIRE_STATE: case HB_WIRE_PROMOTE:
+    return true;
+  default:
+    return false;
+  }
+}
+
 static bool link_frames(struct hb_peer *p)
 {
   char msg[256];
@@ -804,6 +819,10 @@ static bool link_frames(struct hb_peer *p)
     }
     if (p->st == L_HELLO && f.type != HB_WIRE_HELLO) {
       link_fail(p, "%s frame before the handshake", hb_wire_type_name(f.type));
+      return false;
+    }
+    if (!handled_type(f.type)) {
+      link_fail(p, "unexpected %s frame", hb_wire_type_name(f.type));
       return false;
     }
     if (f.type == HB_WIRE_WRITE) {

@@ -14,7 +14,10 @@
 #    key, made here); raw clients sending an HTTP request, an NBD greeting,
 #    4 KiB of random bytes, a TLS record header followed by garbage, nothing
 #    at all (must be dropped after connect-timeout); bravo's real certificate
-#    followed by random bytes inside the TLS session (no hablock frame); and
+#    followed by random bytes inside the TLS session (no hablock frame);
+#    bravo's certificate, a valid HELLO, then a frame type this version
+#    does not act on (RESYNC_DATA) announcing 64 MiB of payload: refused
+#    from its header, without waiting for (or buffering) the payload; and
 #    a real hablock node posing as bravo with TLS off, and one whose
 #    ciphersuites share none with alpha's.
 #    For each: the node logs one line naming the problem, stays up, answers
@@ -260,6 +263,44 @@ timeout 20 openssl s_client -connect "127.0.0.1:$pa" -tls1_3 -CAfile "$tls/ca.cr
 [[ $rc -ne 124 ]] || fail "openssl s_client (random frames) hung for 20 s"
 expect_refusal alpha bravo 'bad (frame|HELLO).*(magic|length|version|type)' \
     "random bytes inside an authenticated TLS session"
+
+# framed.py PORT TLSDIR SIZE: bravo's certificate, alpha's name checked; a
+# HELLO as bravo (Secondary, Inconsistent, like a new node), then the
+# 40-byte header of a RESYNC_DATA announcing 64 MiB, and no payload. Waits
+# until alpha drops the connection: exit 0, or 3 after 15 s.
+cat >"$T/framed.py" <<'PY'
+import socket, ssl, struct, sys, time
+port, tls, size = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+ctx.load_verify_locations(f"{tls}/ca.crt")
+ctx.load_cert_chain(f"{tls}/bravo.crt", f"{tls}/bravo.key")
+s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=15),
+                    server_hostname="alpha")
+MAGIC, VERSION, HELLO, RESYNC_DATA = 0x4b4c4248, 2, 1, 13
+def header(ftype, count, payload_len):
+    return struct.pack("<IHHIIQQII", MAGIC, VERSION, ftype, 0, count, 0, 0, payload_len, 0)
+hello = struct.pack("<IHBBIIQ4Q64s64s8x", VERSION, 2, 2, 2, 0, 4096, size,
+                    0, 0, 0, 0, b"r0", b"bravo")
+assert len(hello) == 192
+s.sendall(header(HELLO, 0, len(hello)) + hello)
+s.sendall(header(RESYNC_DATA, 64 << 20, 64 << 20))
+deadline = time.monotonic() + 15
+try:
+    while time.monotonic() < deadline:
+        if not s.recv(65536):
+            sys.exit(0)
+except (ConnectionError, ssl.SSLError, OSError):
+    sys.exit(0)
+sys.exit(3)
+PY
+
+log_mark alpha
+rc=0
+timeout 40 /usr/bin/python3 "$T/framed.py" "$pa" "$tls" "$size" || rc=$?
+[[ $rc -eq 0 ]] || fail "alpha did not drop a peer that announced 64 MiB of RESYNC_DATA (status $rc)"
+expect_refusal alpha bravo 'unexpected RESYNC_DATA frame' \
+    "a RESYNC_DATA frame (not in this version) after a valid handshake"
 
 # raw_client_as_bravo ERE WHAT FILE: a raw client sends FILE; alpha must
 # drop it.
