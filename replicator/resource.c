@@ -58,6 +58,7 @@ struct hb_res {
   bool peer_oos;
   bool declare_pair;            /* next STATE tells the peer: pair identical */
   bool promoting;               /* our PROMOTE is waiting for the peer's answer */
+  int own_requests;             /* replicate()/flush in progress (ev_promote) */
   bool fail_flush;              /* debug flag: fail the peer's FLUSH */
   unsigned stall_flush_ms;      /* debug flag: hold the peer's FLUSH */
   bool force_aio;               /* debug flag: the loop as if io_uring were missing */
@@ -77,7 +78,7 @@ struct hb_res {
 
 static void publish_role(struct hb_res *r)
 {
-  __atomic_store_n(&r->primary, r->state.role == HB_ROLE_PRIMARY, __ATOMIC_RELEASE);
+  __atomic_store_n(&r->primary, r->state.role == HB_ROLE_PRIMARY, __ATOMIC_SEQ_CST);
 }
 
 static void send_state_locked(struct hb_res *r)
@@ -352,6 +353,7 @@ static void *apply_main(void *arg)
   for (;;) {
     struct apply_item *it;
     unsigned flags;
+    bool refused;
     int ret;
 
     pthread_mutex_lock(&r->apply_lock);
@@ -369,7 +371,8 @@ static void *apply_main(void *arg)
 
     flags = (it->f.flags & HB_WIRE_F_FUA ? HB_FUA : 0) |
             (it->f.flags & HB_WIRE_F_MAY_TRIM ? HB_MAY_TRIM : 0);
-    if (__atomic_load_n(&r->primary, __ATOMIC_ACQUIRE)) {
+    refused = __atomic_load_n(&r->primary, __ATOMIC_ACQUIRE);
+    if (refused) {
       hb_error("%s: the peer sent %s while this node is Primary: refused",
                r->cfg.name, hb_wire_type_name(it->f.type));
       ret = -EROFS;
@@ -391,7 +394,7 @@ static void *apply_main(void *arg)
         break;
       }
     }
-    if (ret < 0)
+    if (ret < 0 && !refused)    /* refused by role: the disk is fine */
       apply_failed(r, it->f.type, it->f.offset, ret);
     hb_peer_reply(r->peer, it->link, it->f.id, ret);
     apply_done(r);
@@ -423,6 +426,11 @@ static int ev_promote(void *opaque)
   } else if (r->promoting && r->cfg.self < r->cfg.peer) {
     hb_info("%s: refused the peer's promotion: this node asked first in order", r->cfg.name);
     ret = -EBUSY;
+  } else if (__atomic_load_n(&r->own_requests, __ATOMIC_SEQ_CST) > 0) {
+    /* Just demoted with requests still in flight: the peer, once Primary,
+     * would refuse them while our client is told they are done. The
+     * requester asks again until they are answered. */
+    ret = -EAGAIN;
   } else {
     r->state.peer_role = HB_ROLE_PRIMARY;
   }
@@ -707,6 +715,10 @@ void hb_res_client_close(struct hb_res *r)
   pthread_mutex_unlock(&r->lock);
 }
 
+/* How long a promotion asks again while the peer drains its requests or
+ * the link settles. */
+#define PROMOTE_RETRY_NS (2000ull * 1000000u)
+
 /* A promotion refused because of the peer: one line in msg, the code of
  * "the peer is Primary" (hactl exit status 3). */
 static int answer_busy(char *msg, size_t len, const char *why)
@@ -723,13 +735,15 @@ int hb_res_promote(struct hb_res *r, bool force, char *msg, size_t len)
   if (!r->replicated)
     return 0;
   pthread_mutex_lock(&r->lock);
-  ret = hb_may_promote(&r->state, force, msg, len);
-  if (ret == 0 && r->state.role != HB_ROLE_PRIMARY && hb_conn_is_connected(r->state.conn)) {
+  for (uint64_t deadline = hb_now_ns() + PROMOTE_RETRY_NS;;) {
     /* Connected: ask the peer first (PROMOTE), so that two nodes promoted
      * at the same moment are never both Primary. */
     struct hb_peer_io io;
     int pr;
 
+    ret = hb_may_promote(&r->state, force, msg, len);
+    if (ret != 0 || r->state.role == HB_ROLE_PRIMARY || !hb_conn_is_connected(r->state.conn))
+      break;
     if (r->promoting) {
       pthread_mutex_unlock(&r->lock);
       return answer_busy(msg, len, "cannot promote: a promotion of this node is already in progress");
@@ -741,16 +755,33 @@ int hb_res_promote(struct hb_res *r, bool force, char *msg, size_t len)
     pr = hb_peer_send_io(r->peer, &io) == 0 ? hb_peer_io_wait(&io) : -ENOTCONN;
     pthread_mutex_lock(&r->lock);
     r->promoting = false;
-    if (pr != 0 && pr != -ENOTCONN) {
+    if (pr == 0) {
+      /* Granted: decide again on what we know now. A grant we do not use
+       * is taken back by the STATE below. */
+      ret = hb_may_promote(&r->state, force, msg, len);
+      if (ret != 0)
+        send_state_locked(r);
+      break;
+    }
+    if (pr == -EBUSY) {
       pthread_mutex_unlock(&r->lock);
       return answer_busy(msg, len, "cannot promote: the peer is Primary or is being promoted "
                          "at this moment (two Primaries are never allowed while connected)");
     }
-    /* Granted, or the link dropped meanwhile: decide again on what we
-     * know now. A grant we do not use is taken back by the STATE below. */
-    ret = hb_may_promote(&r->state, force, msg, len);
-    if (ret != 0 && pr == 0)
-      send_state_locked(r);
+    /* -EAGAIN: the peer still has requests of its own in flight (it was
+     * just demoted); -ENOTCONN while the state still says Connected: the
+     * link is between its handshake and being up, or going down. Ask
+     * again shortly; once the link is down, the loop ends above and the
+     * rules for a node without its peer apply. */
+    if (hb_now_ns() > deadline) {
+      pthread_mutex_unlock(&r->lock);
+      return answer_busy(msg, len, pr == -EAGAIN
+                         ? "cannot promote: the peer still has requests in flight; retry"
+                         : "cannot promote: the link to the peer is changing state; retry");
+    }
+    pthread_mutex_unlock(&r->lock);
+    nanosleep(&(struct timespec) { .tv_nsec = 10000000 }, NULL);
+    pthread_mutex_lock(&r->lock);
   }
   if (ret == 0 && r->state.role != HB_ROLE_PRIMARY) {
     struct hb_node_state before = r->state;
@@ -827,9 +858,25 @@ const char *hb_res_control_path(const struct hb_res *r)
 
 /* ---- the data path ---- */
 
-static int replicate(struct hb_res *r, uint16_t type, const void *buf, uint32_t count,
-                     uint64_t off, unsigned flags,
-                     int (*local)(struct hb_res *, const void *, uint32_t, uint64_t, unsigned))
+/* Our own requests (a write, trim, zero or flush on its way to both
+ * nodes) are counted before the role is checked: a node that has just been
+ * demoted does not let its peer become Primary (ev_promote) while one of
+ * them may still reach the peer. Either ev_promote sees the count, or the
+ * request sees the demotion (both sides sequentially consistent). */
+static void own_begin(struct hb_res *r)
+{
+  __atomic_add_fetch(&r->own_requests, 1, __ATOMIC_SEQ_CST);
+}
+
+static void own_end(struct hb_res *r)
+{
+  __atomic_sub_fetch(&r->own_requests, 1, __ATOMIC_SEQ_CST);
+}
+
+static int replicate_counted(struct hb_res *r, uint16_t type, const void *buf, uint32_t count,
+                             uint64_t off, unsigned flags,
+                             int (*local)(struct hb_res *, const void *, uint32_t, uint64_t,
+                                          unsigned))
 {
   struct hb_range range;
   struct hb_peer_io io;
@@ -838,7 +885,7 @@ static int replicate(struct hb_res *r, uint16_t type, const void *buf, uint32_t 
 
   if (!hb_dev_in_bounds(r->dev, count, off))
     return -EINVAL;
-  if (!__atomic_load_n(&r->primary, __ATOMIC_ACQUIRE))
+  if (!__atomic_load_n(&r->primary, __ATOMIC_SEQ_CST))
     return -EROFS;              /* demoted under a connected client */
   if (count == 0)
     return 0;
@@ -872,6 +919,18 @@ static int replicate(struct hb_res *r, uint16_t type, const void *buf, uint32_t 
   if (ret < 0 && sent && pr == 0)
     mark_oos(r, off, count);      /* the peer has it and we do not */
   hb_dev_range_end(r->dev, &range);
+  return ret;
+}
+
+static int replicate(struct hb_res *r, uint16_t type, const void *buf, uint32_t count,
+                     uint64_t off, unsigned flags,
+                     int (*local)(struct hb_res *, const void *, uint32_t, uint64_t, unsigned))
+{
+  int ret;
+
+  own_begin(r);
+  ret = replicate_counted(r, type, buf, count, off, flags, local);
+  own_end(r);
   return ret;
 }
 
@@ -931,15 +990,13 @@ int hb_res_zero(struct hb_res *r, uint32_t count, uint64_t off, unsigned flags)
 
 /* A flush covers every write completed on any connection, on both nodes:
  * local fdatasync in parallel with a FLUSH round trip. */
-int hb_res_flush(struct hb_res *r)
+static int flush_counted(struct hb_res *r)
 {
   struct hb_peer_io io;
   bool sent;
   int ret, pr;
 
-  if (!r->replicated)
-    return hb_flush(r->dev);
-  if (demoted(r))
+  if (!__atomic_load_n(&r->primary, __ATOMIC_SEQ_CST))
     return -EROFS;
   memset(&io, 0, sizeof io);
   io.frame.type = HB_WIRE_FLUSH;
@@ -955,6 +1012,18 @@ int hb_res_flush(struct hb_res *r)
     go_alone(r, "the peer failed a flush (%s): its disk is failing; going on alone",
              strerror(-pr));
   }
+  return ret;
+}
+
+int hb_res_flush(struct hb_res *r)
+{
+  int ret;
+
+  if (!r->replicated)
+    return hb_flush(r->dev);
+  own_begin(r);
+  ret = flush_counted(r);
+  own_end(r);
   return ret;
 }
 

@@ -7,7 +7,10 @@
  * - A force-demoted node serves nothing more to the clients it kept, and
  *   their flush does not reach the new Primary.
  * - A Secondary that fails a request marks its disk Failed (not promotable)
- *   and the Primary goes on alone, StandAlone. */
+ *   and the Primary goes on alone, StandAlone.
+ * - A forced hand-over while the old Primary still has requests in flight:
+ *   the new Primary is not made Primary before they are answered, so every
+ *   request acknowledged to a client is on it. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -73,15 +76,20 @@ static int teardown(void **state)
   return system(cmd) == 0 ? 0 : -1;
 }
 
-static struct hb_res *open_node_with(const char *node, bool fail_flush)
+static struct hb_res *open_node_stall(const char *node, bool fail_flush, unsigned stall_ms)
 {
   struct hb_params p = { .config = conf, .node = (char *) node, .cache = HB_CACHE_WRITEBACK,
-                         .fail_flush = fail_flush };
+                         .fail_flush = fail_flush, .stall_flush_ms = stall_ms };
   struct hb_res *r;
   char err[HB_ERRLEN];
   if (hb_res_open(&p, &r, err, sizeof err) < 0 || hb_res_start(r, err, sizeof err) < 0)
     fail_msg("%s: %s", node, err);
   return r;
+}
+
+static struct hb_res *open_node_with(const char *node, bool fail_flush)
+{
+  return open_node_stall(node, fail_flush, 0);
 }
 
 static struct hb_res *open_node(const char *node)
@@ -315,6 +323,79 @@ static void test_secondary_fails_request(void **state)
   hb_res_close(B);
 }
 
+static int flush_ret[4], zero_ret;
+static int zero_done;
+
+static void *flusher(void *arg)
+{
+  *(int *) arg = hb_res_flush(A);
+  return NULL;
+}
+
+static void *zeroer(void *arg)
+{
+  zero_ret = hb_res_zero(A, 4096, 0, 0);
+  __atomic_store_n(&zero_done, 1, __ATOMIC_RELEASE);
+  return NULL;
+}
+
+static void test_handover_with_requests_in_flight(void **state)
+{
+  char cmd[300], msg[256] = "";
+  pthread_t fl[4], z;
+  unsigned char b0 = 0xff;
+  FILE *f;
+  int pb;
+
+  snprintf(cmd, sizeof cmd, "rm -f %s/*.img && truncate -s 16M %s/a.img %s/b.img", dir, dir, dir);
+  assert_int_equal(system(cmd), 0);
+  A = open_node("alpha");
+  B = open_node_stall("bravo", false, 1000);   /* bravo holds each FLUSH 1 s */
+  assert_true(wait_until(both_up, 10000));
+  assert_int_equal(hb_res_promote(A, true, msg, sizeof msg), 0);
+  assert_true(wait_until(b_uptodate, 5000));
+  memset(buf, 'x', 4096);
+  assert_int_equal(hb_res_pwrite(A, buf, 4096, 0, 0), 0);
+  assert_int_equal(hb_res_client_open(A, msg, sizeof msg), 0);
+  /* Four flushes take bravo's four apply threads; a ZERO queues behind
+   * them. (The pauses only set the scene; the precondition is checked.) */
+  zero_done = 0;
+  for (int i = 0; i < 4; i++)
+    assert_int_equal(pthread_create(&fl[i], NULL, flusher, &flush_ret[i]), 0);
+  nanosleep(&(struct timespec) { .tv_nsec = 200000000 }, NULL);
+  assert_int_equal(pthread_create(&z, NULL, zeroer, NULL), 0);
+  nanosleep(&(struct timespec) { .tv_nsec = 100000000 }, NULL);
+  assert_int_equal(hb_res_demote(A, true, msg, sizeof msg), 0);
+  assert_true(wait_until(b_peer_secondary, 5000));
+  if (__atomic_load_n(&zero_done, __ATOMIC_ACQUIRE))
+    fail_msg("the scene did not happen: the ZERO was answered before bravo's promotion");
+  pb = hb_res_promote(B, false, msg, sizeof msg);
+  print_message("# bravo promote: %d %s\n", pb, msg);
+  for (int i = 0; i < 4; i++)
+    pthread_join(fl[i], NULL);
+  pthread_join(z, NULL);
+  for (int i = 0; i < 4; i++)
+    assert_int_equal(flush_ret[i], 0);
+  assert_int_equal(zero_ret, 0);
+  snprintf(cmd, sizeof cmd, "%s/b.img", dir);
+  assert_non_null(f = fopen(cmd, "r"));
+  b0 = (unsigned char) fgetc(f);
+  fclose(f);
+  /* Promoted or told to retry, never Primary without the acknowledged ZERO. */
+  if (pb == 0) {
+    assert_int_equal(st(B).state.role, HB_ROLE_PRIMARY);
+    if (b0 != 0)
+      fail_msg("the ZERO was acknowledged to alpha's client, but the new Primary has 0x%02x at 0", b0);
+  } else {
+    assert_int_equal(pb, HB_REFUSED_PEER_PRIMARY);
+    assert_int_equal(st(B).state.role, HB_ROLE_SECONDARY);
+  }
+  assert_int_equal(st(A).state.oos_bytes, 0);
+  assert_true(st(A).link.up);
+  hb_res_client_close(A);
+  pair_down();
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -323,6 +404,7 @@ int main(void)
     cmocka_unit_test(test_concurrent_promotions),
     cmocka_unit_test(test_force_demoted_serves_nothing),
     cmocka_unit_test(test_secondary_fails_request),
+    cmocka_unit_test(test_handover_with_requests_in_flight),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
