@@ -91,8 +91,21 @@ int hb_disk_open(struct hb_disk *d, const char *path, bool direct,
   probe_alignment(d);
   d->dio_end = d->size;
   d->fd_buf = d->fd;
-  if (direct && !hb_is_aligned(d->size, d->off_align)) {
-    d->dio_end = hb_align_down(d->size, d->off_align);
+  /* The tail goes through the page cache from the start of the page (or
+   * filesystem block) that holds it, not from the last direct-I/O sector:
+   * ext4 here allows 512-byte direct I/O in 4 KiB pages, and an async
+   * O_DIRECT write into the page a buffered tail write has just dirtied
+   * cannot invalidate it ("Page cache invalidation failure on direct
+   * I/O"): writeback later puts the old sector back over an acknowledged
+   * write. So no page is written both ways. */
+  d->tail_align = d->off_align;
+  if ((uint32_t) sysconf(_SC_PAGESIZE) > d->tail_align)
+    d->tail_align = (uint32_t) sysconf(_SC_PAGESIZE);
+  if (st.st_blksize > 0 && st.st_blksize <= (1 << 20) && !(st.st_blksize & (st.st_blksize - 1)) &&
+      (uint32_t) st.st_blksize > d->tail_align)
+    d->tail_align = (uint32_t) st.st_blksize;
+  if (direct && !hb_is_aligned(d->size, d->tail_align)) {
+    d->dio_end = hb_align_down(d->size, d->tail_align);
     d->fd_buf = open(path, O_RDWR | O_CLOEXEC);
     if (d->fd_buf < 0) {
       r = errno;

@@ -18,9 +18,10 @@ struct hb_disk {
   bool direct;
   bool is_blk;
   uint64_t size;
-  uint64_t dio_end;     /* size rounded down to off_align (direct), or size */
+  uint64_t dio_end;     /* size rounded down to tail_align (direct), or size */
   uint32_t mem_align;   /* O_DIRECT buffer alignment */
   uint32_t off_align;   /* O_DIRECT offset and length alignment */
+  uint32_t tail_align;  /* max(off_align, page size, st_blksize): dio_end's */
   bool no_punch;        /* learned: hole punching unsupported */
   bool no_zero_range;   /* learned: FALLOC_FL_ZERO_RANGE unsupported */
 };

@@ -16,6 +16,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "disk.h"
 #include "hablock.h"
 #include "hb-build.h"
 
@@ -177,6 +178,125 @@ static void test_odd_size_tail(void **state)
     model_run(ios[i], HB_CACHE_NONE, false, (1 << 20) + 1000);
 }
 
+/* The tail goes through the page cache from the start of its page, never
+ * from the last direct-I/O sector: no page is written both ways. */
+static void test_tail_whole_page(void **state)
+{
+  static const struct { uint64_t size, dio_end; } cases[] = {
+    { 10000, 8192 }, { 12288, 12288 }, { 4097, 4096 }, { 1000, 0 }, { (1 << 20) + 512, 1 << 20 },
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    struct hb_disk disk;
+    char err[HB_ERRLEN];
+    const char *path = make_disk("tail", cases[i].size);
+    assert_int_equal(hb_disk_open(&disk, path, true, err, sizeof err), 0);
+    assert_true(disk.tail_align >= 4096 && disk.tail_align % disk.off_align == 0);
+    if (disk.tail_align == 4096)
+      assert_int_equal(disk.dio_end, cases[i].dio_end);
+    assert_int_equal(disk.dio_end % disk.tail_align, 0);
+    assert_true(disk.size - disk.dio_end < disk.tail_align);
+    hb_disk_close(&disk);
+  }
+}
+
+/* Writers sharing every sector of the last pages, each owning interleaved
+ * 8-byte slots, under the asynchronous backends: a round's writes and
+ * zeroes, then everything read back against the model. A page written
+ * both through O_DIRECT and through the page cache loses acknowledged
+ * writes here (the kernel then logs "Page cache invalidation failure"). */
+#define SLOT 8
+#define TAIL_SIZE 10000
+#define TAIL_WRITERS 4
+
+struct tail_writer {
+  struct hb_dev *d;
+  int id;
+  unsigned seed;
+  unsigned char *model;
+  pthread_barrier_t *go, *done;
+  int rounds;
+  int err;
+};
+
+static void *tail_writer_main(void *arg)
+{
+  struct tail_writer *w = arg;
+  const int nslots = TAIL_SIZE / SLOT;
+
+  for (int r = 0; r < w->rounds; r++) {
+    pthread_barrier_wait(w->go);
+    for (int k = 0; k < 8; k++) {
+      int s = (int) (rand_r(&w->seed) % (nslots / TAIL_WRITERS));
+      if (rand_r(&w->seed) % 10 < 6)          /* mostly the last 40 slots */
+        s = nslots / TAIL_WRITERS - 1 - s % 40;
+      s = s * TAIL_WRITERS + w->id;
+      unsigned char b[SLOT];
+      if (rand_r(&w->seed) % 5 == 0) {
+        memset(b, 0, SLOT);
+        if (hb_zero(w->d, SLOT, (uint64_t) s * SLOT, 0) != 0)
+          w->err = 1;
+      } else {
+        for (int j = 0; j < SLOT; j++)
+          b[j] = (unsigned char) rand_r(&w->seed);
+        if (hb_pwrite(w->d, b, SLOT, (uint64_t) s * SLOT, 0) != 0)
+          w->err = 1;
+      }
+      memcpy(w->model + (size_t) s * SLOT, b, SLOT);
+    }
+    pthread_barrier_wait(w->done);
+  }
+  return NULL;
+}
+
+static void test_tail_shared_sectors(void **state)
+{
+  static const enum hb_io async_ios[] = {
+#if HAVE_LIBURING
+    HB_IO_URING,
+#endif
+#if HAVE_LIBAIO
+    HB_IO_AIO,
+#endif
+  };
+  int rounds = getenv("HB_TEST_DEV_TAIL_ROUNDS") ? atoi(getenv("HB_TEST_DEV_TAIL_ROUNDS")) : 400;
+
+  for (size_t i = 0; i < sizeof async_ios / sizeof async_ios[0]; i++) {
+    const char *path = make_disk("tailrace", TAIL_SIZE);
+    struct hb_dev *d = open_dev(path, async_ios[i], HB_CACHE_NONE, false);
+    unsigned char *model = calloc(1, TAIL_SIZE), *got = malloc(TAIL_SIZE);
+    pthread_barrier_t go, done;
+    pthread_t th[TAIL_WRITERS];
+    struct tail_writer w[TAIL_WRITERS];
+
+    assert_non_null(model);
+    assert_non_null(got);
+    pthread_barrier_init(&go, NULL, TAIL_WRITERS + 1);
+    pthread_barrier_init(&done, NULL, TAIL_WRITERS + 1);
+    for (int t = 0; t < TAIL_WRITERS; t++) {
+      w[t] = (struct tail_writer) { d, t, 1234u + (unsigned) t, model, &go, &done, rounds, 0 };
+      assert_int_equal(pthread_create(&th[t], NULL, tail_writer_main, &w[t]), 0);
+    }
+    for (int r = 0; r < rounds; r++) {
+      pthread_barrier_wait(&go);
+      pthread_barrier_wait(&done);
+      assert_int_equal(hb_pread(d, got, TAIL_SIZE, 0), 0);
+      for (size_t k = 0; k < TAIL_SIZE; k++)
+        if (got[k] != model[k])
+          fail_msg("io=%s round %d: byte %zu is 0x%02x, the last acknowledged write made it 0x%02x",
+                   hb_io_name(async_ios[i]), r, k, got[k], model[k]);
+    }
+    for (int t = 0; t < TAIL_WRITERS; t++) {
+      pthread_join(th[t], NULL);
+      assert_int_equal(w[t].err, 0);
+    }
+    pthread_barrier_destroy(&go);
+    pthread_barrier_destroy(&done);
+    free(model);
+    free(got);
+    hb_dev_close(d);
+  }
+}
+
 struct writer {
   struct hb_dev *d;
   int id;
@@ -292,6 +412,8 @@ int main(void)
     cmocka_unit_test(test_setup_errors),
     cmocka_unit_test(test_model_all_backends),
     cmocka_unit_test(test_odd_size_tail),
+    cmocka_unit_test(test_tail_whole_page),
+    cmocka_unit_test(test_tail_shared_sectors),
     cmocka_unit_test(test_concurrent_rmw),
   };
   return cmocka_run_group_tests(tests, setup_dir, remove_dir);
