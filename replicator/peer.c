@@ -665,6 +665,15 @@ static void handle_frame(struct hb_peer *p, const struct hb_frame *f, const unsi
       return;
     }
     msg[0] = 0;
+    /* Workers may send from the moment the resource says Connected (inside
+     * ev.hello), so the link must already take requests: they queue on
+     * p->incoming and leave once this frame is handled and the link is up
+     * (we hold the link's lock). Were it the other way round, a write in
+     * between would find the link "down", be recorded as out of sync only,
+     * and the pair would stay Connected with different data. A refusal
+     * clears the flag again (link_fail), before any request could have
+     * been sent. */
+    __atomic_store_n(&p->up_flag, 1, __ATOMIC_RELEASE);
     if (p->ev.hello(p->opaque, &remote, msg, sizeof msg) != 0) {
       link_fail(p, "connection refused: %s", msg);
       return;

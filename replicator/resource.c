@@ -742,6 +742,10 @@ int hb_res_promote(struct hb_res *r, bool force, char *msg, size_t len)
     int pr;
 
     ret = hb_may_promote(&r->state, force, msg, len);
+    if (ret == 0 && !force && r->peer_oos && r->state.role != HB_ROLE_PRIMARY &&
+        hb_conn_is_connected(r->state.conn))
+      ret = answer_busy(msg, len, "cannot promote: the peer has blocks this node does not; "
+                        "promote the peer instead");
     if (ret != 0 || r->state.role == HB_ROLE_PRIMARY || !hb_conn_is_connected(r->state.conn))
       break;
     if (r->promoting) {
@@ -767,6 +771,12 @@ int hb_res_promote(struct hb_res *r, bool force, char *msg, size_t len)
       pthread_mutex_unlock(&r->lock);
       return answer_busy(msg, len, "cannot promote: the peer is Primary or is being promoted "
                          "at this moment (two Primaries are never allowed while connected)");
+    }
+    if (pr != -EAGAIN && pr != -ENOTCONN) {
+      pthread_mutex_unlock(&r->lock);
+      snprintf(msg, len, "cannot promote: the peer answered the request with an error: %s",
+               strerror(-pr));
+      return HB_REFUSED_PEER_PRIMARY;
     }
     /* -EAGAIN: the peer still has requests of its own in flight (it was
      * just demoted); -ENOTCONN while the state still says Connected: the
