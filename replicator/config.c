@@ -813,6 +813,29 @@ static int finish(struct parser *p, const char *want, struct hb_config *out)
   out->ping_timeout_ms = ms_or(&g->ping_timeout, HB_CONFIG_PING_TIMEOUT_MS);
   out->connect_timeout_ms = ms_or(&g->connect_timeout, HB_CONFIG_CONNECT_TIMEOUT_MS);
   out->request_timeout_ms = ms_or(&g->request_timeout, HB_CONFIG_REQUEST_TIMEOUT_MS);
+  /* A PING goes out after ping-interval of silence and the link is dead
+   * after ping-timeout of silence: the timeout must leave the PONG time to
+   * come back, or an idle link drops every time. */
+  if (out->ping_timeout_ms <= out->ping_interval_ms)
+    return fail(p, g->ping_timeout.line ? g->ping_timeout.line : g->ping_interval.line, EINVAL,
+                "[resource] ping-timeout (%ums) must be longer than ping-interval (%ums)",
+                out->ping_timeout_ms, out->ping_interval_ms);
+  {
+    static const struct { const char *key; size_t off; uint32_t min; } mins[] = {
+      { "ping-interval", offsetof(struct hb_config, ping_interval_ms), 10 },
+      { "ping-timeout", offsetof(struct hb_config, ping_timeout_ms), 20 },
+      { "connect-timeout", offsetof(struct hb_config, connect_timeout_ms), 100 },
+      { "request-timeout", offsetof(struct hb_config, request_timeout_ms), 100 },
+    };
+    const struct setting *set[] = { &g->ping_interval, &g->ping_timeout, &g->connect_timeout,
+                                    &g->request_timeout };
+    for (size_t i = 0; i < sizeof mins / sizeof mins[0]; i++) {
+      uint32_t v = *(const uint32_t *) ((const char *) out + mins[i].off);
+      if (v < mins[i].min)
+        return fail(p, set[i]->line, EINVAL, "[resource] %s: %ums is too short (at least %ums)",
+                    mins[i].key, v, mins[i].min);
+    }
+  }
   if (!copy_str(&out->file, p->file) || !copy_str(&out->name, g->name.value))
     goto nomem;
 

@@ -31,6 +31,7 @@ struct hb_params {
   enum hb_io io;
   enum hb_cache cache;
   unsigned queue_depth; /* loop thread's ring / aio context depth */
+  unsigned given;       /* hb_params_set: io=, cache=, queue-depth= seen */
   bool force_aio_fallback; /* debug: pretend io_uring_queue_init failed */
   bool fail_flush;      /* debug: as a Secondary, fail the peer's FLUSH with EIO */
   unsigned stall_flush_ms; /* debug: as a Secondary, hold the peer's FLUSH this long */

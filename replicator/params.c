@@ -93,6 +93,14 @@ int hb_params_set(struct hb_params *p, const char *key, const char *value,
     *slot = strdup(value);
     return *slot ? 0 : -ENOMEM;
   }
+  static const char *const once[] = { "io", "cache", "queue-depth" };
+  for (unsigned i = 0; i < sizeof once / sizeof once[0]; i++) {
+    if (strcmp(key, once[i]) != 0)
+      continue;
+    if (p->given & (1u << i))
+      return hb_fail(err, errlen, EINVAL, "%s= given twice", key);
+    p->given |= 1u << i;      /* a refused value still counts: one line, one error */
+  }
   if (strcmp(key, "io") == 0) {
     enum hb_io io;
     for (io = HB_IO_SYNC; io <= HB_IO_AIO; io++)

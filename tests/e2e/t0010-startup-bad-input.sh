@@ -29,6 +29,8 @@ bad_start 'size 0|empty' -- disk="$T/empty.img"
 bad_start '\bio\b' 'floppy' -- disk="$disk" io=floppy
 bad_start '\bcache\b' 'sometimes' -- disk="$disk" cache=sometimes
 bad_start '\bdisk\b' 'twice|more than once|already|duplicate' -- disk="$disk" disk="$disk"
+bad_start '\bio\b' 'twice' -- disk="$disk" io=sync io=sync
+bad_start '\bcache\b' 'twice' -- disk="$disk" cache=none cache=writeback
 
 # An unreadable disk. Root reads anything, so drop to nobody for this one.
 cp "$disk" "$T/unreadable.img"

@@ -273,7 +273,7 @@ static int parse_resource_key(const char *line, struct hb_config *c,
 static void test_good_values(void **state)
 {
   static const struct { const char *v; uint32_t ms; } durations[] = {
-    { "1ms", 1 }, { "500ms", 500 }, { "5s", 5000 }, { "5 s", 5000 },
+    { "100ms", 100 }, { "500ms", 500 }, { "5s", 5000 }, { "5 s", 5000 },
     { "2min", 120000 }, { "3600s", 3600000 }, { "60min", 3600000 },
   };
   static const struct { const char *v; uint64_t bytes; } sizes[] = {
@@ -294,10 +294,10 @@ static void test_good_values(void **state)
   char line[128], text[512], err[256];
 
   for (size_t i = 0; i < sizeof durations / sizeof durations[0]; i++) {
-    snprintf(line, sizeof line, "ping-timeout = %s", durations[i].v);
+    snprintf(line, sizeof line, "request-timeout = %s", durations[i].v);
     if (parse_resource_key(line, &c, err, sizeof err) != 0)
       fail_msg("%s: %s", line, err);
-    assert_int_equal(c.ping_timeout_ms, durations[i].ms);
+    assert_int_equal(c.request_timeout_ms, durations[i].ms);
     hb_config_free(&c);
   }
   for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
@@ -483,6 +483,14 @@ static const struct err_case err_cases[] = {
     "r0.conf:3: [resource] connect-timeout: unknown unit '.5s' (ms, s or min)"),
   E("request timeout zero", RES "request-timeout = 0s\n",
     "r0.conf:3: [resource] request-timeout: must be positive"),
+  E("ping timeout not longer than the interval", RES "ping-timeout = 1s\n" TLSOFF NODES,
+    "r0.conf:3: [resource] ping-timeout (1000ms) must be longer than ping-interval (1000ms)"),
+  E("ping interval past the default timeout", RES "ping-interval = 5s\n" TLSOFF NODES,
+    "r0.conf:3: [resource] ping-timeout (2000ms) must be longer than ping-interval (5000ms)"),
+  E("ping interval too short", RES "ping-interval = 1ms\n" TLSOFF NODES,
+    "r0.conf:3: [resource] ping-interval: 1ms is too short (at least 10ms)"),
+  E("connect timeout too short", RES "connect-timeout = 1ms\n" TLSOFF NODES,
+    "r0.conf:3: [resource] connect-timeout: 1ms is too short (at least 100ms)"),
   E("duration negative", RES "ping-interval = -1s\n",
     "r0.conf:3: [resource] ping-interval: expected a duration such as 500ms or 5s"),
   E("duration too long", RES "ping-interval = 3601s\n",
