@@ -2,6 +2,7 @@
  * the loop thread except link_flush_direct (a worker or an apply thread);
  * the connector thread only makes TCP connections and hands them over. */
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -1427,6 +1428,53 @@ static bool link_worked(struct hb_peer *p)
   return up;
 }
 
+static bool is_stopping(struct hb_peer *p)
+{
+  pthread_mutex_lock(&p->lock);
+  bool s = p->stopping;
+  pthread_mutex_unlock(&p->lock);
+  return s;
+}
+
+/* connect(2) bounded by connect-timeout and cut short by stopping: a peer
+ * host that is down or behind a firewall that drops packets would
+ * otherwise hold this thread for the kernel's SYN retries (about two
+ * minutes), and a node being stopped with it. Returns 0 or -errno; the
+ * socket is blocking again on success (the loop wants it so). */
+static int connect_bounded(struct hb_peer *p, int fd, const struct sockaddr *sa, socklen_t len)
+{
+  uint64_t deadline = hb_now_ns() + (uint64_t) p->cfg.connect_timeout_ms * 1000000u;
+  int fl = fcntl(fd, F_GETFL);
+
+  if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+    return -errno;
+  if (connect(fd, sa, len) < 0) {
+    if (errno != EINPROGRESS)
+      return -errno;
+    for (;;) {
+      struct pollfd pfd = { .fd = fd, .events = POLLOUT };
+      int r, e = 0;
+      socklen_t el = sizeof e;
+
+      if (is_stopping(p))
+        return -ECANCELED;
+      if (hb_now_ns() >= deadline)
+        return -ETIMEDOUT;
+      r = poll(&pfd, 1, 100);
+      if (r < 0 && errno != EINTR)
+        return -errno;
+      if (r <= 0)
+        continue;
+      if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &el) < 0)
+        return -errno;
+      if (e)
+        return -e;
+      break;
+    }
+  }
+  return fcntl(fd, F_SETFL, fl) < 0 ? -errno : 0;
+}
+
 /* The node that connects backs off exponentially (100 ms to 5 s, +-25 %
  * jitter) after every attempt that did not give a working link, whether
  * the connect failed or the handshake was refused: a peer that keeps
@@ -1452,10 +1500,15 @@ static void *connector_main(void *arg)
     int fd = -1;
     if (resolve(p->cfg.peer_host, p->cfg.peer_port, false, &res, err, sizeof err) == 0) {
       for (struct addrinfo *ai = res; ai && fd < 0; ai = ai->ai_next) {
+        int r;
         fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
-        if (fd >= 0 && connect(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
-          snprintf(err, sizeof err, "connect to %s:%s: %s", p->cfg.peer_host,
-                   p->cfg.peer_port, strerror(errno));
+        if (fd >= 0 && (r = connect_bounded(p, fd, ai->ai_addr, ai->ai_addrlen)) < 0) {
+          if (r == -ETIMEDOUT)
+            snprintf(err, sizeof err, "connect to %s:%s: no answer within %u ms (connect-timeout)",
+                     p->cfg.peer_host, p->cfg.peer_port, p->cfg.connect_timeout_ms);
+          else
+            snprintf(err, sizeof err, "connect to %s:%s: %s", p->cfg.peer_host,
+                     p->cfg.peer_port, strerror(-r));
           close(fd);
           fd = -1;
         }
