@@ -50,6 +50,10 @@ struct hb_peer {
   void *opaque;
   struct hb_loop *loop;
   int listen_fd;
+  /* refusals before a link is up: anyone who reaches the port can cause
+   * them, so they are logged at most REFUSAL_LOG_BURST per window */
+  uint64_t refusal_window_ns;
+  unsigned refusals_logged, refusals_suppressed;
 
   /* connector <-> loop */
   pthread_t connector;
@@ -533,6 +537,26 @@ static void link_finish(struct hb_peer *p)
   pthread_mutex_unlock(&p->lock);
 }
 
+#define REFUSAL_LOG_BURST 20
+#define REFUSAL_LOG_WINDOW_NS (10ull * 1000000000u)
+
+/* Under link_lock. */
+static bool refusal_log_allowed(struct hb_peer *p)
+{
+  uint64_t now = hb_now_ns();
+
+  if (now - p->refusal_window_ns > REFUSAL_LOG_WINDOW_NS) {
+    p->refusal_window_ns = now;
+    p->refusals_logged = 0;
+  }
+  if (p->refusals_logged < REFUSAL_LOG_BURST) {
+    p->refusals_logged++;
+    return true;
+  }
+  p->refusals_suppressed++;
+  return false;
+}
+
 static void link_fail(struct hb_peer *p, const char *fmt, ...)
 {
   bool was_up = p->st == L_UP, wanted;
@@ -543,7 +567,15 @@ static void link_fail(struct hb_peer *p, const char *fmt, ...)
   va_start(ap, fmt);
   vsnprintf(p->why, sizeof p->why, fmt, ap);
   va_end(ap);
-  hb_error("peer %s: %s", p->cfg.peer_name, p->why);
+  if (was_up || refusal_log_allowed(p)) {
+    if (!was_up && p->refusals_suppressed) {
+      hb_error("peer %s: %s (and %u more refused connections not logged)", p->cfg.peer_name,
+               p->why, p->refusals_suppressed);
+      p->refusals_suppressed = 0;
+    } else {
+      hb_error("peer %s: %s", p->cfg.peer_name, p->why);
+    }
+  }
   set_info_error(p, p->why);
   __atomic_store_n(&p->up_flag, 0, __ATOMIC_RELEASE);
   pthread_mutex_lock(&p->lock);
