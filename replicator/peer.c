@@ -1,6 +1,7 @@
 /* The peer link (peer.h). Everything named link_* runs under link_lock, on
  * the loop thread except link_flush_direct (a worker or an apply thread);
  * the connector thread only makes TCP connections and hands them over. */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -1393,6 +1394,72 @@ static int resolve(const char *host, const char *port, bool passive,
   return 0;
 }
 
+/* The IP address of sa (IPv4, or IPv6 with an IPv4-mapped address made
+ * plain IPv4), as 16 bytes plus the family, for comparisons. */
+static bool ip_of(const struct sockaddr *sa, int *family, unsigned char ip[16])
+{
+  static const unsigned char mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+
+  memset(ip, 0, 16);
+  if (sa->sa_family == AF_INET) {
+    *family = AF_INET;
+    memcpy(ip, &((const struct sockaddr_in *) sa)->sin_addr, 4);
+    return true;
+  }
+  if (sa->sa_family == AF_INET6) {
+    const unsigned char *a = ((const struct sockaddr_in6 *) sa)->sin6_addr.s6_addr;
+    if (memcmp(a, mapped, 12) == 0) {
+      *family = AF_INET;
+      memcpy(ip, a + 12, 4);
+    } else {
+      *family = AF_INET6;
+      memcpy(ip, a, 16);
+    }
+    return true;
+  }
+  return false;
+}
+
+/* Is the other end of an accepted connection at the peer's configured
+ * address? As DRBD does, the listener talks only to its peer: anyone else
+ * is dropped before a TLS handshake could hold the one link slot for
+ * connect-timeout. Fills shown with the address for a message. */
+static bool from_peer(struct hb_peer *p, const struct sockaddr *sa, char *shown, size_t len)
+{
+  struct addrinfo *res;
+  unsigned char ip[16], want[16];
+  int fam, wfam;
+  bool ok = false;
+  char err[128];
+
+  shown[0] = 0;
+  if (!ip_of(sa, &fam, ip))
+    return false;
+  inet_ntop(fam, ip, shown, (socklen_t) len);
+  if (resolve(p->cfg.peer_host, p->cfg.peer_port, false, &res, err, sizeof err) < 0)
+    return false;
+  for (struct addrinfo *ai = res; ai && !ok; ai = ai->ai_next)
+    ok = ip_of(ai->ai_addr, &wfam, want) && wfam == fam && memcmp(ip, want, 16) == 0;
+  freeaddrinfo(res);
+  return ok;
+}
+
+/* The connecting side leaves from its own configured address, so that the
+ * peer's check above sees it on a host with several addresses. A failure
+ * here leaves the choice to the kernel. */
+static void bind_own(struct hb_peer *p, int fd, int family)
+{
+  struct addrinfo *res;
+  char err[128];
+
+  if (resolve(p->cfg.listen_host, "0", false, &res, err, sizeof err) < 0)
+    return;
+  for (struct addrinfo *ai = res; ai; ai = ai->ai_next)
+    if (ai->ai_family == family && bind(fd, ai->ai_addr, ai->ai_addrlen) == 0)
+      break;
+  freeaddrinfo(res);
+}
+
 static void tune(int fd)
 {
   int one = 1;
@@ -1511,9 +1578,33 @@ static int connect_bounded(struct hb_peer *p, int fd, const struct sockaddr *sa,
  * jitter) after every attempt that did not give a working link, whether
  * the connect failed or the handshake was refused: a peer that keeps
  * refusing us is not hammered. */
+/* Connector thread only: the same budget as refusal_log_allowed. */
+static bool stranger_log_allowed(struct hb_peer *p, uint64_t *window, unsigned *logged,
+                                 unsigned *suppressed)
+{
+  uint64_t now = hb_now_ns();
+
+  if (now - *window > REFUSAL_LOG_WINDOW_NS) {
+    if (*suppressed)
+      hb_error("peer %s: %u more connections from other addresses were refused, not logged",
+               p->cfg.peer_name, *suppressed);
+    *window = now;
+    *logged = 0;
+    *suppressed = 0;
+  }
+  if (*logged < REFUSAL_LOG_BURST) {
+    (*logged)++;
+    return true;
+  }
+  (*suppressed)++;
+  return false;
+}
+
 static void *connector_main(void *arg)
 {
   struct hb_peer *p = arg;
+  uint64_t stranger_window = 0;
+  unsigned strangers_logged = 0, strangers_suppressed = 0;
   unsigned backoff = 100;
   unsigned seed = (unsigned) hb_now_ns();
 
@@ -1522,9 +1613,23 @@ static void *connector_main(void *arg)
       struct pollfd pfd = { .fd = p->listen_fd, .events = POLLIN };
       if (poll(&pfd, 1, 200) <= 0)
         continue;
-      int fd = accept4(p->listen_fd, NULL, NULL, SOCK_CLOEXEC);
-      if (fd >= 0)
-        hand_over(p, fd, false);
+      struct sockaddr_storage from;
+      socklen_t fromlen = sizeof from;
+      char shown[INET6_ADDRSTRLEN];
+      int fd = accept4(p->listen_fd, (struct sockaddr *) &from, &fromlen, SOCK_CLOEXEC);
+      if (fd < 0)
+        continue;
+      if (!from_peer(p, (struct sockaddr *) &from, shown, sizeof shown)) {
+        char why[256];
+        close(fd);
+        snprintf(why, sizeof why, "refused a connection from %s: not the peer's address (%s)",
+                 shown[0] ? shown : "an unknown address", p->cfg.peer_host);
+        if (stranger_log_allowed(p, &stranger_window, &strangers_logged, &strangers_suppressed))
+          hb_error("peer %s: %s", p->cfg.peer_name, why);
+        set_info_error(p, why);
+        continue;
+      }
+      hand_over(p, fd, false);
       continue;
     }
     struct addrinfo *res;
@@ -1534,6 +1639,8 @@ static void *connector_main(void *arg)
       for (struct addrinfo *ai = res; ai && fd < 0; ai = ai->ai_next) {
         int r;
         fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+        if (fd >= 0)
+          bind_own(p, fd, ai->ai_family);
         if (fd >= 0 && (r = connect_bounded(p, fd, ai->ai_addr, ai->ai_addrlen)) < 0) {
           if (r == -ETIMEDOUT)
             snprintf(err, sizeof err, "connect to %s:%s: no answer within %u ms (connect-timeout)",

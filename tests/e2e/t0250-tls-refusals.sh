@@ -15,6 +15,8 @@
 #    4 KiB of random bytes, a TLS record header followed by garbage, nothing
 #    at all (must be dropped after connect-timeout); bravo's real certificate
 #    followed by random bytes inside the TLS session (no hablock frame);
+#    a client from 127.0.0.2, not bravo's address (127.0.0.1): dropped at
+#    accept, before TLS, as DRBD does;
 #    bravo's certificate, a valid HELLO, then a frame type this version
 #    does not act on (RESYNC_DATA) announcing 64 MiB of payload: refused
 #    from its header, without waiting for (or buffering) the payload; and
@@ -263,6 +265,29 @@ timeout 20 openssl s_client -connect "127.0.0.1:$pa" -tls1_3 -CAfile "$tls/ca.cr
 [[ $rc -ne 124 ]] || fail "openssl s_client (random frames) hung for 20 s"
 expect_refusal alpha bravo 'bad (frame|HELLO).*(magic|length|version|type)' \
     "random bytes inside an authenticated TLS session"
+
+_stranger_logged() { log_since alpha | grep -q "refused a connection from 127.0.0.2: not the peer's address (127.0.0.1)"; }
+
+# From another address than bravo's: dropped before any TLS. (All of
+# 127.0.0.0/8 is local here; the client binds to 127.0.0.2.)
+cat >"$T/stranger.py" <<'PY'
+import socket, sys
+s = socket.socket()
+s.bind(("127.0.0.2", 0))
+s.settimeout(15)
+s.connect(("127.0.0.1", int(sys.argv[1])))
+s.sendall(b"\x16\x03\x01")               # the start of a TLS ClientHello
+try:
+    sys.exit(0 if s.recv(1) == b"" else 3)  # closed without a byte
+except ConnectionError:
+    sys.exit(0)
+PY
+log_mark alpha
+rc=0
+timeout 20 /usr/bin/python3 "$T/stranger.py" "$pa" || rc=$?
+[[ $rc -eq 0 ]] || fail "alpha did not drop a connection from 127.0.0.2 (status $rc)"
+wait_for 10 "alpha to log the stranger" _stranger_logged
+log "ok: alpha: $(log_since alpha | grep -m1 'not the peer')"
 
 # framed.py PORT TLSDIR SIZE: bravo's certificate, alpha's name checked; a
 # HELLO as bravo (Secondary, Inconsistent, like a new node), then the
