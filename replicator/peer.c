@@ -55,6 +55,10 @@ struct hb_peer {
    * them, so they are logged at most REFUSAL_LOG_BURST per window */
   uint64_t refusal_window_ns;
   unsigned refusals_logged, refusals_suppressed;
+  /* the listener: the peer's addresses, resolved once at start (no DNS
+   * lookup per accept); none: connections are not filtered */
+  struct { int family; unsigned char ip[16]; } peer_ips[8];
+  unsigned n_peer_ips;
 
   /* connector <-> loop */
   pthread_t connector;
@@ -1420,43 +1424,70 @@ static bool ip_of(const struct sockaddr *sa, int *family, unsigned char ip[16])
   return false;
 }
 
-/* Is the other end of an accepted connection at the peer's configured
- * address? As DRBD does, the listener talks only to its peer: anyone else
- * is dropped before a TLS handshake could hold the one link slot for
- * connect-timeout. Fills shown with the address for a message. */
-static bool from_peer(struct hb_peer *p, const struct sockaddr *sa, char *shown, size_t len)
+/* The listener's filter, as DRBD's: only the peer's configured address may
+ * connect; anyone else is dropped before a TLS handshake could hold the one
+ * link slot for connect-timeout. The addresses are resolved once at start.
+ * Where that cannot work it does not filter rather than lock the peer out:
+ * the name does not resolve here (it says so once), or the peer's
+ * addresses have none of the connection's family (one node configured
+ * with IPv4, the other with IPv6). TLS authenticates the peer either way. */
+static void learn_peer_ips(struct hb_peer *p)
 {
   struct addrinfo *res;
-  unsigned char ip[16], want[16];
-  int fam, wfam;
-  bool ok = false;
-  char err[128];
+  char err[256];
+
+  if (resolve(p->cfg.peer_host, p->cfg.peer_port, false, &res, err, sizeof err) < 0) {
+    hb_info("peer %s: cannot resolve its address here (%s): connections from any address "
+            "go on to the TLS handshake", p->cfg.peer_name, err);
+    return;
+  }
+  for (struct addrinfo *ai = res; ai && p->n_peer_ips < 8; ai = ai->ai_next) {
+    int fam;
+    unsigned char ip[16];
+    if (ip_of(ai->ai_addr, &fam, ip)) {
+      p->peer_ips[p->n_peer_ips].family = fam;
+      memcpy(p->peer_ips[p->n_peer_ips].ip, ip, 16);
+      p->n_peer_ips++;
+    }
+  }
+  freeaddrinfo(res);
+}
+
+static bool from_peer(struct hb_peer *p, const struct sockaddr *sa, char *shown, size_t len)
+{
+  unsigned char ip[16];
+  int fam;
+  bool family_known = false;
 
   shown[0] = 0;
   if (!ip_of(sa, &fam, ip))
     return false;
   inet_ntop(fam, ip, shown, (socklen_t) len);
-  if (resolve(p->cfg.peer_host, p->cfg.peer_port, false, &res, err, sizeof err) < 0)
-    return false;
-  for (struct addrinfo *ai = res; ai && !ok; ai = ai->ai_next)
-    ok = ip_of(ai->ai_addr, &wfam, want) && wfam == fam && memcmp(ip, want, 16) == 0;
-  freeaddrinfo(res);
-  return ok;
+  for (unsigned i = 0; i < p->n_peer_ips; i++) {
+    if (p->peer_ips[i].family != fam)
+      continue;
+    family_known = true;
+    if (memcmp(p->peer_ips[i].ip, ip, 16) == 0)
+      return true;
+  }
+  return !family_known;
 }
 
-/* The connecting side leaves from its own configured address, so that the
- * peer's check above sees it on a host with several addresses. A failure
- * here leaves the choice to the kernel. */
+/* The connecting side leaves from its own configured address when that is
+ * a literal IP address, so that the peer's filter sees it on a host with
+ * several. A name is left to the kernel's choice (a hostname may resolve to
+ * 127.0.1.1 on Debian, which cannot reach the peer). */
 static void bind_own(struct hb_peer *p, int fd, int family)
 {
+  struct addrinfo hints = { .ai_family = family, .ai_socktype = SOCK_STREAM,
+                            .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV };
   struct addrinfo *res;
-  char err[128];
 
-  if (resolve(p->cfg.listen_host, "0", false, &res, err, sizeof err) < 0)
+  if (getaddrinfo(p->cfg.listen_host, "0", &hints, &res) != 0)
     return;
-  for (struct addrinfo *ai = res; ai; ai = ai->ai_next)
-    if (ai->ai_family == family && bind(fd, ai->ai_addr, ai->ai_addrlen) == 0)
-      break;
+  if (bind(fd, res->ai_addr, res->ai_addrlen) < 0)
+    hb_debug("peer %s: cannot leave from %s (%s): the kernel chooses", p->cfg.peer_name,
+             p->cfg.listen_host, strerror(errno));
   freeaddrinfo(res);
 }
 
@@ -1540,9 +1571,9 @@ static bool is_stopping(struct hb_peer *p)
  * otherwise hold this thread for the kernel's SYN retries (about two
  * minutes), and a node being stopped with it. Returns 0 or -errno; the
  * socket is blocking again on success (the loop wants it so). */
-static int connect_bounded(struct hb_peer *p, int fd, const struct sockaddr *sa, socklen_t len)
+static int connect_bounded(struct hb_peer *p, int fd, const struct sockaddr *sa, socklen_t len,
+                           uint64_t deadline)
 {
-  uint64_t deadline = hb_now_ns() + (uint64_t) p->cfg.connect_timeout_ms * 1000000u;
   int fl = fcntl(fd, F_GETFL);
 
   if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
@@ -1559,7 +1590,8 @@ static int connect_bounded(struct hb_peer *p, int fd, const struct sockaddr *sa,
         return -ECANCELED;
       if (hb_now_ns() >= deadline)
         return -ETIMEDOUT;
-      r = poll(&pfd, 1, 100);
+      uint64_t left_ms = (deadline - hb_now_ns()) / 1000000u + 1;
+      r = poll(&pfd, 1, left_ms < 100 ? (int) left_ms : 100);
       if (r < 0 && errno != EINTR)
         return -errno;
       if (r <= 0)
@@ -1624,9 +1656,10 @@ static void *connector_main(void *arg)
         close(fd);
         snprintf(why, sizeof why, "refused a connection from %s: not the peer's address (%s)",
                  shown[0] ? shown : "an unknown address", p->cfg.peer_host);
+        /* Logged (within a budget), not put in the status: anyone
+         * could otherwise hide the real reason the peer was refused. */
         if (stranger_log_allowed(p, &stranger_window, &strangers_logged, &strangers_suppressed))
           hb_error("peer %s: %s", p->cfg.peer_name, why);
-        set_info_error(p, why);
         continue;
       }
       hand_over(p, fd, false);
@@ -1636,12 +1669,15 @@ static void *connector_main(void *arg)
     char err[256] = "";
     int fd = -1;
     if (resolve(p->cfg.peer_host, p->cfg.peer_port, false, &res, err, sizeof err) == 0) {
+      /* One connect-timeout for the attempt, whatever the number of
+       * addresses the name has. */
+      uint64_t deadline = hb_now_ns() + (uint64_t) p->cfg.connect_timeout_ms * 1000000u;
       for (struct addrinfo *ai = res; ai && fd < 0; ai = ai->ai_next) {
         int r;
         fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
         if (fd >= 0)
           bind_own(p, fd, ai->ai_family);
-        if (fd >= 0 && (r = connect_bounded(p, fd, ai->ai_addr, ai->ai_addrlen)) < 0) {
+        if (fd >= 0 && (r = connect_bounded(p, fd, ai->ai_addr, ai->ai_addrlen, deadline)) < 0) {
           if (r == -ETIMEDOUT)
             snprintf(err, sizeof err, "connect to %s:%s: no answer within %u ms (connect-timeout)",
                      p->cfg.peer_host, p->cfg.peer_port, p->cfg.connect_timeout_ms);
@@ -1746,6 +1782,7 @@ int hb_peer_new(const struct hb_peer_config *cfg, const struct hb_peer_events *e
       return hb_fail(err, errlen, -r, "cannot listen on %s:%s: %s", cfg->listen_host,
                      cfg->listen_port, strerror(-r));
     }
+    learn_peer_ips(p);
   }
   *out = p;
   return 0;
