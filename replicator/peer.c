@@ -1345,9 +1345,12 @@ void hb_peer_send_state(struct hb_peer *p, const struct hb_state_msg *s)
   submit_call(p, req);
 }
 
-void hb_peer_set_wanted(struct hb_peer *p, bool wanted)
+/* Allow or forbid connecting; forbidding drops a live link on the loop,
+ * with why (NULL: the operator disconnected). */
+static void want(struct hb_peer *p, bool wanted, const char *why)
 {
-  struct hb_req *req = calloc(1, sizeof *req);
+  size_t n = why ? strlen(why) + 1 : 0;
+  struct hb_req *req = calloc(1, sizeof *req + n);
 
   pthread_mutex_lock(&p->lock);
   p->wanted = wanted;
@@ -1355,26 +1358,21 @@ void hb_peer_set_wanted(struct hb_peer *p, bool wanted)
   pthread_mutex_unlock(&p->lock);
   if (!req)
     return;
+  if (why)
+    memcpy(req + 1, why, n);
   *req = (struct hb_req) { .op = HB_OP_CALL, .complete = on_want, .opaque = p,
-                           .mode = wanted };
+                           .mode = wanted, .opaque2 = why ? req + 1 : NULL };
   submit_call(p, req);
+}
+
+void hb_peer_set_wanted(struct hb_peer *p, bool wanted)
+{
+  want(p, wanted, NULL);
 }
 
 void hb_peer_exclude(struct hb_peer *p, const char *why)
 {
-  size_t n = strlen(why) + 1;
-  struct hb_req *req = calloc(1, sizeof *req + n);
-
-  pthread_mutex_lock(&p->lock);
-  p->wanted = false;
-  pthread_cond_broadcast(&p->cond);
-  pthread_mutex_unlock(&p->lock);
-  if (!req)
-    return;
-  memcpy(req + 1, why, n);
-  *req = (struct hb_req) { .op = HB_OP_CALL, .complete = on_want, .opaque = p,
-                           .mode = 0, .opaque2 = req + 1 };
-  submit_call(p, req);
+  want(p, false, why);
 }
 
 void hb_peer_info(struct hb_peer *p, struct hb_peer_info *out)

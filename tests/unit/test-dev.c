@@ -250,19 +250,13 @@ static void *tail_writer_main(void *arg)
 
 static void test_tail_shared_sectors(void **state)
 {
-  static const enum hb_io async_ios[] = {
-#if HAVE_LIBURING
-    HB_IO_URING,
-#endif
-#if HAVE_LIBAIO
-    HB_IO_AIO,
-#endif
-  };
   int rounds = getenv("HB_TEST_DEV_TAIL_ROUNDS") ? atoi(getenv("HB_TEST_DEV_TAIL_ROUNDS")) : 400;
 
-  for (size_t i = 0; i < sizeof async_ios / sizeof async_ios[0]; i++) {
+  for (size_t i = 0; i < sizeof ios / sizeof ios[0]; i++) {
+    if (ios[i] == HB_IO_SYNC)
+      continue;                 /* its direct writes complete under ext4's lock */
     const char *path = make_disk("tailrace", TAIL_SIZE);
-    struct hb_dev *d = open_dev(path, async_ios[i], HB_CACHE_NONE, false);
+    struct hb_dev *d = open_dev(path, ios[i], HB_CACHE_NONE, false);
     unsigned char *model = calloc(1, TAIL_SIZE), *got = malloc(TAIL_SIZE);
     pthread_barrier_t go, done;
     pthread_t th[TAIL_WRITERS];
@@ -283,7 +277,7 @@ static void test_tail_shared_sectors(void **state)
       for (size_t k = 0; k < TAIL_SIZE; k++)
         if (got[k] != model[k])
           fail_msg("io=%s round %d: byte %zu is 0x%02x, the last acknowledged write made it 0x%02x",
-                   hb_io_name(async_ios[i]), r, k, got[k], model[k]);
+                   hb_io_name(ios[i]), r, k, got[k], model[k]);
     }
     for (int t = 0; t < TAIL_WRITERS; t++) {
       pthread_join(th[t], NULL);
