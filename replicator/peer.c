@@ -1336,9 +1336,15 @@ void hb_peer_send_state(struct hb_peer *p, const struct hb_state_msg *s)
 
   if (!req)
     return;
-  /* state_next is read on the loop; a newer state simply wins. */
+  /* state_next is read on the loop; a newer state wins, except that a
+   * declaration not yet sent (HB_HELLO_F_CONSISTENT: the operator said the
+   * pair is identical) stays with it: a demotion right after a forced
+   * promotion must not lose it, or the peer stays Inconsistent while this
+   * node believes it UpToDate. */
   pthread_mutex_lock(&p->lock);
+  uint32_t keep = p->state_pending ? p->state_next.flags & HB_HELLO_F_CONSISTENT : 0;
   p->state_next = *s;
+  p->state_next.flags |= keep;
   p->state_pending = true;
   pthread_mutex_unlock(&p->lock);
   *req = (struct hb_req) { .op = HB_OP_CALL, .complete = on_state, .opaque = p };

@@ -208,7 +208,8 @@ static void ev_state(void *opaque, const struct hb_state_msg *s)
     return;
   }
   hb_state_peer_changed(&r->state, (enum hb_role) s->role, (enum hb_disk) s->disk);
-  if ((s->flags & HB_HELLO_F_CONSISTENT) && r->state.disk != HB_DISK_UPTODATE &&
+  if ((s->flags & HB_HELLO_F_CONSISTENT) &&
+      (r->state.disk == HB_DISK_INCONSISTENT || r->state.disk == HB_DISK_OUTDATED) &&
       r->state.oos_bytes == 0 && r->state.role == HB_ROLE_SECONDARY) {
     r->state.disk = HB_DISK_UPTODATE;
     hb_info("%s: the Primary declared the pair identical: disk UpToDate", r->cfg.name);

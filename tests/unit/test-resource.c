@@ -8,6 +8,8 @@
  *   their flush does not reach the new Primary.
  * - A Secondary that fails a request marks its disk Failed (not promotable)
  *   and the Primary goes on alone, StandAlone.
+ * - The operator's declaration (forced promotion while connected) reaches
+ *   the peer even when a demotion follows at once.
  * - A forced hand-over while the old Primary still has requests in flight:
  *   the new Primary is not made Primary before they are answered, so every
  *   request acknowledged to a client is on it. */
@@ -396,6 +398,30 @@ static void test_handover_with_requests_in_flight(void **state)
   pair_down();
 }
 
+static bool b_sees_a_secondary(void) { return st(B).state.peer_role == HB_ROLE_SECONDARY; }
+
+static void test_declaration_survives_demote(void **state)
+{
+  char cmd[300], msg[256];
+  int runs = getenv("HB_TEST_RESOURCE_TRIALS") ? 5 * atoi(getenv("HB_TEST_RESOURCE_TRIALS")) : 10;
+
+  for (int i = 0; i < runs; i++) {
+    snprintf(cmd, sizeof cmd, "rm -f %s/*.img && truncate -s 16M %s/a.img %s/b.img", dir, dir, dir);
+    assert_int_equal(system(cmd), 0);
+    A = open_node("alpha");
+    B = open_node("bravo");
+    assert_true(wait_until(both_up, 10000));
+    assert_true(wait_until(b_sees_a_secondary, 5000));
+    assert_int_equal(hb_res_promote(A, true, msg, sizeof msg), 0);
+    assert_int_equal(hb_res_demote(A, false, msg, sizeof msg), 0);
+    if (!wait_until(b_uptodate, 3000))
+      fail_msg("run %d: the declaration was lost: alpha %s (peer %s), bravo %s", i,
+               hb_disk_name(st(A).state.disk), hb_disk_name(st(A).state.peer_disk),
+               hb_disk_name(st(B).state.disk));
+    pair_down();
+  }
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -405,6 +431,7 @@ int main(void)
     cmocka_unit_test(test_force_demoted_serves_nothing),
     cmocka_unit_test(test_secondary_fails_request),
     cmocka_unit_test(test_handover_with_requests_in_flight),
+    cmocka_unit_test(test_declaration_survives_demote),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
