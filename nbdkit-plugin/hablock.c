@@ -117,21 +117,44 @@ static void hablock_dump_plugin(void)
   printf("hablock_io_backends=%s\n", hb_io_compiled());
 }
 
-/* The role gates every connection: a Secondary serves nobody. */
+/* The role gates every connection: a Secondary serves nobody. A
+ * connection remembers the role epoch it opened in: once this node has
+ * been demoted under it, it is served nothing, even if the node becomes
+ * Primary again (its cached view is stale). */
+struct conn {
+  uint64_t epoch;
+};
+
 static void *hablock_open(int readonly)
 {
   char msg[HB_ERRLEN];
+  struct conn *c = malloc(sizeof *c);
 
-  if (hb_res_client_open(res, msg, sizeof msg) != 0) {
-    nbdkit_error("%s", msg);
+  if (!c) {
+    nbdkit_error("out of memory");
     return NULL;
   }
-  return res;
+  if (hb_res_client_open(res, &c->epoch, msg, sizeof msg) != 0) {
+    nbdkit_error("%s", msg);
+    free(c);
+    return NULL;
+  }
+  return c;
 }
 
 static void hablock_close(void *handle)
 {
   hb_res_client_close(res);
+  free(handle);
+}
+
+/* EROFS (EPERM on the wire) for a connection that outlived a demotion. */
+static bool stale(void *handle)
+{
+  if (!hb_res_client_stale(res, ((struct conn *) handle)->epoch))
+    return false;
+  nbdkit_set_error(EROFS);
+  return true;
 }
 
 static int64_t hablock_get_size(void *handle)
@@ -144,7 +167,7 @@ static int hablock_block_size(void *handle, uint32_t *minimum,
 {
   *minimum = 1;          /* unaligned requests work (read-modify-write) */
   *preferred = hb_dev_preferred_block(dev);
-  *maximum = 0xffffffff; /* no limit of ours */
+  *maximum = 64 << 20;   /* nbdkit's own limit on one request */
   return 0;
 }
 
@@ -152,7 +175,7 @@ static int hablock_can_write(void *handle) { return 1; }
 static int hablock_can_flush(void *handle) { return 1; }
 static int hablock_can_trim(void *handle) { return hb_dev_can_trim(dev); }
 static int hablock_can_zero(void *handle) { return 1; }
-static int hablock_can_fast_zero(void *handle) { return hb_dev_can_fast_zero(dev); }
+static int hablock_can_fast_zero(void *handle) { return hb_res_can_fast_zero(res); }
 static int hablock_can_fua(void *handle) { return NBDKIT_FUA_NATIVE; }
 static int hablock_can_cache(void *handle) { return NBDKIT_CACHE_NATIVE; }
 
@@ -179,35 +202,47 @@ static unsigned to_hb_flags(uint32_t flags)
 static int hablock_pread(void *handle, void *buf, uint32_t count,
                          uint64_t offset, uint32_t flags)
 {
+  if (stale(handle))
+    return -1;
   return result(hb_res_pread(res, buf, count, offset));
 }
 
 static int hablock_pwrite(void *handle, const void *buf, uint32_t count,
                           uint64_t offset, uint32_t flags)
 {
+  if (stale(handle))
+    return -1;
   return result(hb_res_pwrite(res, buf, count, offset, to_hb_flags(flags)));
 }
 
 static int hablock_flush(void *handle, uint32_t flags)
 {
+  if (stale(handle))
+    return -1;
   return result(hb_res_flush(res));
 }
 
 static int hablock_trim(void *handle, uint32_t count, uint64_t offset,
                         uint32_t flags)
 {
+  if (stale(handle))
+    return -1;
   return result(hb_res_trim(res, count, offset, to_hb_flags(flags)));
 }
 
 static int hablock_zero(void *handle, uint32_t count, uint64_t offset,
                         uint32_t flags)
 {
+  if (stale(handle))
+    return -1;
   return result(hb_res_zero(res, count, offset, to_hb_flags(flags)));
 }
 
 static int hablock_cache(void *handle, uint32_t count, uint64_t offset,
                          uint32_t flags)
 {
+  if (stale(handle))
+    return -1;
   return result(hb_res_cache(res, count, offset));
 }
 

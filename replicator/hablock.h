@@ -91,10 +91,17 @@ int hb_res_open(const struct hb_params *p, struct hb_res **out, char *err, size_
 int hb_res_start(struct hb_res *r, char *err, size_t errlen);
 void hb_res_close(struct hb_res *r);
 struct hb_dev *hb_res_dev(struct hb_res *r);
-/* An NBD client connects: 0, or a positive refusal (this node is not
- * Primary) with one line in msg. */
-int hb_res_client_open(struct hb_res *r, char *msg, size_t len);
+/* An NBD client connects: 0 with *epoch set, or a positive refusal (this
+ * node is not Primary) with one line in msg. */
+int hb_res_client_open(struct hb_res *r, uint64_t *epoch, char *msg, size_t len);
 void hb_res_client_close(struct hb_res *r);
+/* Was this node demoted since a client opened with this epoch? Such a
+ * client is served nothing, even once the node is Primary again: what it
+ * has cached may be stale, and its writes would land on the other
+ * Primary's data. */
+bool hb_res_client_stale(struct hb_res *r, uint64_t epoch);
+/* Whether a fast zero can ever succeed (never through the replication). */
+bool hb_res_can_fast_zero(struct hb_res *r);
 int hb_res_pread(struct hb_res *r, void *buf, uint32_t count, uint64_t off);
 int hb_res_pwrite(struct hb_res *r, const void *buf, uint32_t count, uint64_t off,
                   unsigned flags);

@@ -59,6 +59,7 @@ struct hb_res {
   bool declare_pair;            /* next STATE tells the peer: pair identical */
   bool promoting;               /* our PROMOTE is waiting for the peer's answer */
   int own_requests;             /* replicate()/flush in progress (ev_promote) */
+  uint64_t role_epoch;          /* demotions so far (hb_res_client_stale) */
   bool fail_flush;              /* debug flag: fail the peer's FLUSH */
   unsigned stall_flush_ms;      /* debug flag: hold the peer's FLUSH */
   bool force_aio;               /* debug flag: the loop as if io_uring were missing */
@@ -696,16 +697,28 @@ struct hb_dev *hb_res_dev(struct hb_res *r)
 
 /* ---- clients and roles ---- */
 
-int hb_res_client_open(struct hb_res *r, char *msg, size_t len)
+int hb_res_client_open(struct hb_res *r, uint64_t *epoch, char *msg, size_t len)
 {
   int ret;
 
   pthread_mutex_lock(&r->lock);
   ret = hb_may_serve(&r->state, msg, len);
-  if (ret == 0)
+  if (ret == 0) {
     r->state.clients++;
+    *epoch = __atomic_load_n(&r->role_epoch, __ATOMIC_ACQUIRE);
+  }
   pthread_mutex_unlock(&r->lock);
   return ret;
+}
+
+bool hb_res_client_stale(struct hb_res *r, uint64_t epoch)
+{
+  return __atomic_load_n(&r->role_epoch, __ATOMIC_ACQUIRE) != epoch;
+}
+
+bool hb_res_can_fast_zero(struct hb_res *r)
+{
+  return !r->replicated && hb_dev_can_fast_zero(r->dev);
 }
 
 void hb_res_client_close(struct hb_res *r)
@@ -817,6 +830,7 @@ int hb_res_demote(struct hb_res *r, bool force, char *msg, size_t len)
   ret = hb_may_demote(&r->state, force, msg, len);
   if (ret == 0 && r->state.role != HB_ROLE_SECONDARY) {
     hb_state_demote(&r->state);
+    __atomic_add_fetch(&r->role_epoch, 1, __ATOMIC_ACQ_REL);
     publish_role(r);
     send_state_locked(r);
     hb_info("%s: demoted to Secondary%s", r->cfg.name, force ? " (forced)" : "");

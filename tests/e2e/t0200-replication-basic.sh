@@ -3,7 +3,9 @@
 # identical (both disks zero-filled), replicate with nbdcopy, and check:
 # the backing files are byte-identical once idle, the Secondary refuses
 # clients naming its role, promotion is refused while the peer is Primary,
-# and after kill -9 of the Primary the promoted Secondary serves every byte.
+# a client kept through a forced demotion is served nothing more, even
+# once its node is Primary again, and after kill -9 of the Primary the
+# promoted Secondary serves every byte.
 set -euo pipefail
 . "$(dirname "$0")/functions.sh"
 requires nbdkit nbdinfo nbdcopy cmp openssl
@@ -46,6 +48,53 @@ nbdcopy --flush "$T/src.img" "nbd+unix:///?socket=$T/alpha.sock"
 assert_same_bytes "$T/src.img" "$T/alpha.img" "alpha's disk"
 assert_same_bytes "$T/src.img" "$T/bravo.img" "bravo's disk"
 assert_eq "$(node_field alpha out_of_sync_bytes)" 0 "alpha out_of_sync_bytes"
+
+# A client kept through a forced demotion: refused (EPERM) at once, and
+# still after bravo was Primary and alpha is Primary again (what it holds
+# predates bravo's time as Primary); a new client is served.
+if /usr/bin/python3 -c 'import nbd' 2>/dev/null; then
+    /usr/bin/python3 - "$HACTL" "$T/alpha.ctl" "$T/bravo.ctl" "$T/alpha.sock" <<'PY' ||
+import errno, nbd, subprocess, sys, time
+hactl, actl, bctl, asock = sys.argv[1:5]
+def ctl(sock, *args, until=10):
+    end = time.monotonic() + until
+    while True:
+        r = subprocess.run([hactl, "--socket", sock, *args], capture_output=True, text=True)
+        if r.returncode == 0:
+            return
+        if time.monotonic() > end:
+            sys.exit(f"hactl {' '.join(args)}: {r.stderr.strip()}")
+        time.sleep(0.1)     # the peer's STATE may still be on its way
+def refused(h, what):
+    try:
+        h.pread(4096, 0)
+    except nbd.Error as e:
+        if e.errnum != errno.EPERM:
+            sys.exit(f"{what}: the stale client got {e} (expected EPERM)")
+        return
+    sys.exit(f"{what}: the stale client was served a read")
+old = nbd.NBD()
+old.connect_unix(asock)
+old.pread(4096, 0)
+ctl(actl, "demote", "--force")
+refused(old, "after the forced demotion")
+ctl(bctl, "promote")
+ctl(bctl, "demote")
+ctl(actl, "promote")
+refused(old, "with alpha Primary again")
+new = nbd.NBD()
+new.connect_unix(asock)
+new.pread(4096, 0)
+new.shutdown()
+print("ok")
+PY
+        fail "a client kept through a forced demotion was served again"
+    log "ok: the client kept through the forced demotion is refused, also after alpha is Primary again"
+else
+    log "note: python3-libnbd missing: the stale-client check did not run"
+fi
+assert_eq "$(node_field alpha role)" Primary "alpha's role after the stale-client check"
+wait_for 10 "bravo to see alpha Primary again" node_is bravo peer_role Primary
 
 # Kill the Primary; the Secondary keeps its data, is promoted, and serves it.
 kill -9 "${HB_PID[alpha]}"

@@ -277,9 +277,10 @@ static void test_concurrent_promotions(void **state)
 static void test_force_demoted_serves_nothing(void **state)
 {
   char msg[256];
+  uint64_t epoch, epoch2;
 
   pair_up(false);
-  assert_int_equal(hb_res_client_open(A, msg, sizeof msg), 0);
+  assert_int_equal(hb_res_client_open(A, &epoch, msg, sizeof msg), 0);
   assert_int_equal(hb_res_demote(A, false, msg, sizeof msg), HB_REFUSED_CLIENTS);
   assert_int_equal(hb_res_demote(A, true, msg, sizeof msg), 0);
   assert_int_equal(hb_res_pread(A, buf, 4096, 0), -EROFS);
@@ -297,6 +298,15 @@ static void test_force_demoted_serves_nothing(void **state)
   assert_int_equal(st(A).state.oos_bytes, 0);
   assert_int_equal(st(B).state.oos_bytes, 0);
   assert_false(disks_differ());
+  /* alpha Primary again: the client it kept through the demotion stays
+   * stale (its view predates bravo's writes); a new client is served. */
+  assert_int_equal(hb_res_demote(B, false, msg, sizeof msg), 0);
+  assert_true(wait_until(a_peer_secondary, 5000));
+  assert_int_equal(hb_res_promote(A, false, msg, sizeof msg), 0);
+  assert_true(hb_res_client_stale(A, epoch));
+  assert_int_equal(hb_res_client_open(A, &epoch2, msg, sizeof msg), 0);
+  assert_false(hb_res_client_stale(A, epoch2));
+  hb_res_client_close(A);
   hb_res_client_close(A);
   pair_down();
 }
@@ -344,6 +354,7 @@ static void *zeroer(void *arg)
 static void test_handover_with_requests_in_flight(void **state)
 {
   char cmd[300], msg[256] = "";
+  uint64_t epoch;
   pthread_t fl[4], z;
   unsigned char b0 = 0xff;
   FILE *f;
@@ -358,7 +369,7 @@ static void test_handover_with_requests_in_flight(void **state)
   assert_true(wait_until(b_uptodate, 5000));
   memset(buf, 'x', 4096);
   assert_int_equal(hb_res_pwrite(A, buf, 4096, 0, 0), 0);
-  assert_int_equal(hb_res_client_open(A, msg, sizeof msg), 0);
+  assert_int_equal(hb_res_client_open(A, &epoch, msg, sizeof msg), 0);
   /* Four flushes take bravo's four apply threads; a ZERO queues behind
    * them. (The pauses only set the scene; the precondition is checked.) */
   zero_done = 0;
