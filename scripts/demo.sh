@@ -265,7 +265,9 @@ say "alpha is $(field alpha role), bravo is $(field bravo role) and $(field brav
 if nbdinfo --size "nbd+unix:///?socket=${SOCK[bravo]}" >/dev/null 2>&1; then
     die "the Secondary bravo served an NBD client"
 fi
-say "bravo refuses NBD clients: $(grep -m1 -o 'this node is Secondary[^"]*' "$WORK/bravo.log" || echo refused)"
+why=$(grep -m1 -o 'this node is Secondary[^"]*' "$WORK/bravo.log") ||
+    die "bravo refused the NBD client without saying why in its log"
+say "bravo refuses NBD clients: $why"
 
 step "Attaching alpha's device and making an ext4 file system on it"
 attach alpha
