@@ -422,6 +422,7 @@ static const struct {
   { "out_of_sync_bytes", "out of sync" },
   { "clients", "clients" },
   { "io_backend", "io backend" },
+  { "loop_backend", "loop backend" },
   { "tls", "tls" },             /* one line, format_tls() */
   { "last_error", "last error" },
 };

@@ -84,7 +84,7 @@ enum hb_ctl_refusal {
  *   calls. The object is already open and already holds "ok":true: do not
  *   add "ok", "code" or "error", and leave every nested object closed.
  *   Members (see hactl(1)): resource, node, role, disk, connection,
- *   peer_role, out_of_sync_bytes, io_backend, and an object tls {enabled,
+ *   peer_role, out_of_sync_bytes, io_backend, loop_backend, and an object tls {enabled,
  *   version, cipher, peer}; more may be added freely. Return 0 or -errno.
  *
  * promote, demote, connect, disconnect: return 0 when done (or nothing

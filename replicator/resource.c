@@ -494,6 +494,7 @@ static int ctl_status(void *opaque, struct hb_json_out *o)
   hb_json_add_int(o, "out_of_sync_bytes", (int64_t) st.state.oos_bytes);
   hb_json_add_int(o, "clients", st.state.clients);
   hb_json_add_str(o, "io_backend", st.io);
+  hb_json_add_str(o, "loop_backend", st.loop);
   hb_json_add_str(o, "last_error", st.link.last_error);
   hb_json_begin_obj(o, "tls");
   hb_json_add_bool(o, "enabled", st.tls_on);
@@ -871,6 +872,7 @@ void hb_res_status(struct hb_res *r, struct hb_res_status *st)
   st->node = r->replicated ? hb_config_self(&r->cfg)->name : "";
   st->peer = r->replicated ? hb_config_peer(&r->cfg)->name : "";
   st->io = hb_io_name(hb_dev_io(r->dev));
+  st->loop = r->loop ? r->loop->ops->name : "";
   st->tls_on = r->replicated && r->cfg.tls != HB_TLS_OFF;
   if (r->peer)
     hb_peer_info(r->peer, &st->link);

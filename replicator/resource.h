@@ -9,6 +9,7 @@
 struct hb_res_status {
   bool replicated;
   const char *resource, *node, *peer, *io;
+  const char *loop;             /* the replication loop's backend, "" standalone */
   bool tls_on;
   struct hb_node_state state;
   struct hb_peer_info link;

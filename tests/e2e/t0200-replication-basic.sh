@@ -20,6 +20,9 @@ assert_eq "$(node_field alpha tls.enabled)" true "alpha tls.enabled"
 assert_eq "$(node_field alpha tls.version)" TLSv1.3 "alpha tls.version"
 assert_eq "$(node_field alpha tls.peer)" bravo "alpha's authenticated peer"
 assert_eq "$(node_field bravo tls.peer)" alpha "bravo's authenticated peer"
+if hablock_backends | grep -qw uring; then
+    assert_eq "$(node_field alpha loop_backend)" uring "alpha's loop_backend"
+fi
 
 # Nobody is UpToDate yet: a plain promotion is refused, a forced one declares
 # the pair identical (both disks are zero-filled).

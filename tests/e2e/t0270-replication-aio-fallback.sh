@@ -19,6 +19,9 @@ for n in alpha bravo; do
         "${HB_LOG[$n]}" "$n's log"
 done
 wait_for 30 "alpha and bravo to connect" node_is alpha connection Connected
+for n in alpha bravo; do
+    assert_eq "$(node_field $n loop_backend)" aio "$n's loop_backend in status"
+done
 assert_eq "$(node_field alpha tls.version)" TLSv1.3 "alpha tls.version"
 hactl_on alpha promote --force
 wait_for 10 "bravo to learn the pair is identical" node_is bravo disk UpToDate
