@@ -175,6 +175,20 @@ oos_positive() { (( $(node_field alpha out_of_sync_bytes) > 0 )); }
 not_connected() { ! node_is "$1" connection Connected; }
 now_ms() { date +%s%3N; }
 
+# The ping timeout, plus one ping interval, plus a polling margin.
+detect_bound=$(( ping_timeout_ms + ping_interval_ms + 1000 ))
+
+# leaves_connected_in_time NODE START-MS WHAT: NODE leaves Connected within
+# detect_bound ms of START-MS, when WHAT happened.
+leaves_connected_in_time() {
+    local node=$1 start=$2 what=$3 tdet
+    wait_for 15 "$node to leave Connected after $what" not_connected "$node"
+    tdet=$(( $(now_ms) - start ))
+    log "$node left Connected $tdet ms after $what (now $(node_field "$node" connection); bound $detect_bound ms)"
+    (( tdet <= detect_bound )) ||
+        fail "$node took $tdet ms to notice $what (ping-timeout 2s; bound $detect_bound ms)"
+}
+
 # ---- case 1: loopback, kill -9 the Secondary under load ---------------------
 
 case_loopback() {
@@ -289,7 +303,7 @@ _refusal_logged() {
 }
 
 case_netns() {
-    local t0=$SECONDS tcut tdet bound tref refusals
+    local t0=$SECONDS tcut tref refusals
     log "== case 2: network namespaces $NA and $NB, cut the link with nftables"
     netns_setup
     rm -f "$T/alpha.img" "$T/bravo.img"
@@ -312,12 +326,7 @@ case_netns() {
     tcut=$(now_ms)
     cut_link
     log "link cut (nft table inet $NFT_TABLE in $NA drops everything on $VA)"
-    wait_for 15 "alpha to leave Connected after the cut" not_connected alpha
-    tdet=$(( $(now_ms) - tcut ))
-    # The ping timeout, plus one ping interval, plus a polling margin.
-    bound=$(( ping_timeout_ms + ping_interval_ms + 1000 ))
-    log "alpha left Connected $tdet ms after the cut (now $(node_field alpha connection); bound $bound ms)"
-    (( tdet <= bound )) || fail "alpha took $tdet ms to notice the cut link (ping-timeout 2s; bound $bound ms)"
+    leaves_connected_in_time alpha "$tcut" "the link was cut"
     wait_for 5 "alpha to count out-of-sync bytes" oos_positive
     assert_eq "$(node_field alpha role)" Primary "alpha's role after the cut"
     wait_for 10 "alpha to say Connecting after the cut" node_is alpha connection Connecting
@@ -369,7 +378,7 @@ hang() {
 resume() { kill -CONT "${HB_PID[$1]}"; }
 
 case_hung_secondary() {
-    local t0=$SECONDS tstop tdet bound slowest
+    local t0=$SECONDS tstop slowest
     log "== case 3: loopback, SIGSTOP the Secondary under load (a hung peer)"
     rm -f "$T/alpha.img" "$T/bravo.img"
     make_pair "$size" cert
@@ -383,11 +392,7 @@ case_hung_secondary() {
     hang bravo
     log "bravo stopped (SIGSTOP) with writes in flight"
     # Only alpha is asked from here on: bravo's control socket does not answer.
-    wait_for 15 "alpha to leave Connected while bravo hangs" not_connected alpha
-    tdet=$(( $(now_ms) - tstop ))
-    bound=$(( ping_timeout_ms + ping_interval_ms + 1000 ))
-    log "alpha left Connected $tdet ms after bravo stopped (now $(node_field alpha connection); bound $bound ms)"
-    (( tdet <= bound )) || fail "alpha took $tdet ms to notice the hung peer (ping-timeout 2s; bound $bound ms)"
+    leaves_connected_in_time alpha "$tstop" "bravo hung"
     assert_eq "$(node_field alpha role)" Primary "alpha's role while bravo hangs"
     wait_for 5 "alpha to count out-of-sync bytes" oos_positive
     load_goes_on "bravo hung"
@@ -395,8 +400,8 @@ case_hung_secondary() {
     # was dropped: no acknowledgement took much longer than the detection.
     slowest=$(cut -d' ' -f2 "$T/progress")
     log "slowest acknowledgement so far: $slowest ms"
-    (( slowest <= bound + 1000 )) ||
-        fail "a write waited $slowest ms for the hung peer (ping timeout 2s; bound $(( bound + 1000 )) ms)"
+    (( slowest <= detect_bound + 1000 )) ||
+        fail "a write waited $slowest ms for the hung peer (ping timeout 2s; bound $(( detect_bound + 1000 )) ms)"
 
     mark_logs
     resume bravo
@@ -429,7 +434,7 @@ PY
 }
 
 case_hung_primary() {
-    local t0=$SECONDS tstop tdet bound off=$((5 << 20))
+    local t0=$SECONDS tstop off=$((5 << 20))
     log "== case 4: loopback, SIGSTOP the Primary while idle"
     rm -f "$T/alpha.img" "$T/bravo.img"
     make_pair "$size" cert
@@ -439,11 +444,7 @@ case_hung_primary() {
     tstop=$(now_ms)
     hang alpha
     log "alpha stopped (SIGSTOP)"
-    wait_for 15 "bravo to leave Connected while alpha hangs" not_connected bravo
-    tdet=$(( $(now_ms) - tstop ))
-    bound=$(( ping_timeout_ms + ping_interval_ms + 1000 ))
-    log "bravo left Connected $tdet ms after alpha stopped (now $(node_field bravo connection); bound $bound ms)"
-    (( tdet <= bound )) || fail "bravo took $tdet ms to notice the hung Primary (ping-timeout 2s; bound $bound ms)"
+    leaves_connected_in_time bravo "$tstop" "alpha hung"
     assert_eq "$(node_field bravo role)" Secondary "bravo's role while alpha hangs"
     assert_eq "$(node_field bravo disk)" UpToDate "bravo's disk while alpha hangs"
 
