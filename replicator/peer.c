@@ -197,6 +197,14 @@ static void link_flush(struct hb_peer *p);
 static void link_post_recv(struct hb_peer *p);
 static void on_send(struct hb_req *req);
 
+static bool is_stopping(struct hb_peer *p)
+{
+  pthread_mutex_lock(&p->lock);
+  bool s = p->stopping;
+  pthread_mutex_unlock(&p->lock);
+  return s;
+}
+
 static void set_info_error(struct hb_peer *p, const char *why)
 {
   pthread_mutex_lock(&p->lock);
@@ -1061,10 +1069,7 @@ static void on_timer(struct hb_req *req)
              now - p->attach_ns > (uint64_t) p->cfg.connect_timeout_ms * 1000000u) {
     link_fail(p, "handshake did not complete within %u ms", p->cfg.connect_timeout_ms);
   }
-  pthread_mutex_lock(&p->lock);
-  bool stopping = p->stopping;
-  pthread_mutex_unlock(&p->lock);
-  if (!p->timer_busy && !stopping) {
+  if (!p->timer_busy && !is_stopping(p)) {
     p->timer_busy = true;
     p->timer_req = (struct hb_req) { .op = HB_OP_TIMEOUT, .complete = on_timer, .opaque = p,
       .timeout_ns = (uint64_t) (p->cfg.ping_interval_ms < 200 ? p->cfg.ping_interval_ms : 200) * 1000000u };
@@ -1560,14 +1565,6 @@ static bool link_worked(struct hb_peer *p)
   p->link_was_up = false;
   pthread_mutex_unlock(&p->lock);
   return up;
-}
-
-static bool is_stopping(struct hb_peer *p)
-{
-  pthread_mutex_lock(&p->lock);
-  bool s = p->stopping;
-  pthread_mutex_unlock(&p->lock);
-  return s;
 }
 
 /* connect(2) bounded by connect-timeout and cut short by stopping: a peer
