@@ -71,7 +71,7 @@ server_table() {
       writeback) short=wb base=nbdkit-file targets=writeback ;;
       none)      short=none base=qsd-direct targets=direct ;;
     esac
-    for io in sync uring aio; do
+    for io in sync uring aio hybrid; do
       echo "hablock-$short-$io  hablock  $base  $targets  cache=$cache io=$io"
     done
   done

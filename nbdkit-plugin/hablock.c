@@ -105,9 +105,10 @@ static int hablock_after_fork(void)
     nbdkit_error("%s", err);
     return -1;
   }
-  nbdkit_debug("hablock: serving %s with io=%s cache=%s",
+  nbdkit_debug("hablock: serving %s with io=%s%s%s cache=%s",
                params.config ? params.config : params.disk,
-               hb_io_name(hb_dev_io(dev)), hb_cache_name(params.cache));
+               hb_io_name(hb_dev_io(dev)), *hb_dev_loop_name(dev) ? " loop=" : "",
+               hb_dev_loop_name(dev), hb_cache_name(params.cache));
   return 0;
 }
 

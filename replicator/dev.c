@@ -30,7 +30,7 @@
 
 /* The default backend per cache mode: the fastest in docs/benchmarks.md. */
 #define DEFAULT_IO_DIRECT    HB_IO_SYNC
-#define DEFAULT_IO_WRITEBACK HB_IO_SYNC
+#define DEFAULT_IO_WRITEBACK HB_IO_HYBRID
 #define DEFAULT_QUEUE_DEPTH  128u
 /* Unaligned direct I/O goes through a per-thread bounce buffer this big. */
 #define BOUNCE_MAX (1u << 20)
@@ -40,7 +40,18 @@ struct hb_dev {
   enum hb_io io;
   enum hb_cache cache;
   unsigned depth;
+  enum hb_loop_kind loop_kind;  /* io=uring, aio, hybrid: the loop's */
   struct hb_loop *loop;
+  /* io=hybrid: writes in progress, by workers or through the loop. A
+   * write that finds none is done by its worker (no thread hop at low
+   * depth); one that finds another goes to the loop: page-cache writes to
+   * a file run one at a time in the kernel (the inode's lock), and rather
+   * than wait for that lock in a worker (spinning on its owner, then a
+   * wake-up per hand-over), it waits in the loop's queue, where io_uring
+   * runs a file's buffered writes one after the other in one kernel
+   * worker (docs/architecture.md has the figures). */
+  int writes_active;
+  unsigned long hybrid_handed;  /* writes that went to the loop (tests) */
   struct hb_inflight inflight;
   void *zeroes;                 /* BOUNCE_MAX zero bytes, aligned */
   /* Page-cache writes to a regular file take the inode's lock exclusively
@@ -115,20 +126,27 @@ int hb_dev_open(const struct hb_params *p, struct hb_dev **out,
   d->io = p->io;
   if (d->io == HB_IO_DEFAULT)
     d->io = p->cache == HB_CACHE_NONE ? DEFAULT_IO_DIRECT : DEFAULT_IO_WRITEBACK;
-  if (d->io == HB_IO_URING) {
+  d->loop_kind = d->io == HB_IO_AIO ? HB_LOOP_AIO : HB_LOOP_URING;
+  if (d->io == HB_IO_HYBRID && !HAVE_LIBURING)
+    d->loop_kind = HB_LOOP_AIO;
+  if ((d->io == HB_IO_URING || d->io == HB_IO_HYBRID) && d->loop_kind == HB_LOOP_URING) {
     r = p->force_aio_fallback
           ? hb_fail(why, sizeof why, ENOSYS, "forced by hablock.force_aio_fallback")
           : hb_loop_probe(HB_LOOP_URING, d->depth, why, sizeof why);
     if (r < 0) {
-      hb_info("io=uring: cannot create an io_uring ring (%s); falling back to aio", why);
-      d->io = HB_IO_AIO;
+      hb_info("io=%s: cannot create an io_uring ring (%s); falling back to aio",
+              hb_io_name(d->io), why);
+      if (d->io == HB_IO_URING)
+        d->io = HB_IO_AIO;
+      d->loop_kind = HB_LOOP_AIO;
     }
   }
-  if (d->io == HB_IO_AIO) {
+  if (d->io != HB_IO_SYNC && d->loop_kind == HB_LOOP_AIO) {
     r = hb_loop_probe(HB_LOOP_AIO, d->depth, why, sizeof why);
     if (r < 0) {
+      hb_fail(err, errlen, -r, "io=%s: %s", hb_io_name(d->io), why);
       hb_dev_close(d);
-      return hb_fail(err, errlen, -r, "io=aio: %s", why);
+      return r;
     }
   }
 
@@ -151,8 +169,7 @@ int hb_dev_start(struct hb_dev *d, char *err, size_t errlen)
 {
   if (d->io == HB_IO_SYNC || d->loop)
     return 0;
-  return hb_loop_start(d->io == HB_IO_URING ? HB_LOOP_URING : HB_LOOP_AIO,
-                       d->depth, &d->loop, err, errlen);
+  return hb_loop_start(d->loop_kind, d->depth, &d->loop, err, errlen);
 }
 
 void hb_dev_close(struct hb_dev *d)
@@ -168,6 +185,11 @@ void hb_dev_close(struct hb_dev *d)
 }
 
 uint64_t hb_dev_size(const struct hb_dev *d) { return d->disk.size; }
+const char *hb_dev_loop_name(const struct hb_dev *d) { return d->loop ? d->loop->ops->name : ""; }
+unsigned long hb_dev_hybrid_handed(const struct hb_dev *d)
+{
+  return __atomic_load_n(&d->hybrid_handed, __ATOMIC_RELAXED);
+}
 enum hb_io hb_dev_io(const struct hb_dev *d) { return d->io; }
 bool hb_dev_can_trim(const struct hb_dev *d) { (void) d; return true; }
 bool hb_dev_can_fast_zero(const struct hb_dev *d) { (void) d; return true; }
@@ -179,10 +201,37 @@ uint32_t hb_dev_preferred_block(const struct hb_dev *d)
 
 /* ---- one I/O through the chosen backend ---- */
 
+/* io=hybrid: a write by this worker, or through the loop when another
+ * write is in progress. A synchronous write (FUA) stays with its worker:
+ * in the kernel's one-at-a-time lane it would hold up the others for the
+ * disk's flush. */
+static int hybrid_write(struct hb_dev *d, void *buf, uint64_t len, uint64_t off,
+                        int rwflags)
+{
+  int r;
+
+  if (__atomic_fetch_add(&d->writes_active, 1, __ATOMIC_RELAXED) == 0 ||
+      (rwflags & RWF_DSYNC)) {
+    r = hb_pwrite_full(d->disk.fd, buf, len, off, rwflags);
+  } else {
+    struct hb_req req = {
+      .op = HB_OP_WRITE, .fd = d->disk.fd, .buf = buf, .len = len, .off = off,
+      .rw_flags = rwflags,
+    };
+    __atomic_fetch_add(&d->hybrid_handed, 1, __ATOMIC_RELAXED);
+    r = hb_loop_run(d->loop, &req);
+  }
+  __atomic_fetch_sub(&d->writes_active, 1, __ATOMIC_RELAXED);
+  return r;
+}
+
 static int io_rw(struct hb_dev *d, enum hb_op op, void *buf, uint64_t len,
                  uint64_t off, int rwflags)
 {
-  if (d->loop && hb_loop_can(d->loop, op)) {
+  if (d->io == HB_IO_HYBRID) {
+    if (op == HB_OP_WRITE)
+      return hybrid_write(d, buf, len, off, rwflags);
+  } else if (d->loop && hb_loop_can(d->loop, op)) {
     struct hb_req req = {
       .op = op, .fd = d->disk.fd, .buf = buf, .len = len, .off = off,
       .rw_flags = rwflags,
@@ -206,7 +255,7 @@ static int io_rw(struct hb_dev *d, enum hb_op op, void *buf, uint64_t len,
 
 static int io_fallocate(struct hb_dev *d, int mode, uint64_t off, uint64_t len)
 {
-  if (d->loop && hb_loop_can(d->loop, HB_OP_FALLOCATE)) {
+  if (d->io != HB_IO_HYBRID && d->loop && hb_loop_can(d->loop, HB_OP_FALLOCATE)) {
     struct hb_req req = {
       .op = HB_OP_FALLOCATE, .fd = d->disk.fd, .mode = mode, .off = off, .len = len,
     };
@@ -217,7 +266,7 @@ static int io_fallocate(struct hb_dev *d, int mode, uint64_t off, uint64_t len)
 
 static int io_flush(struct hb_dev *d)
 {
-  if (d->loop && hb_loop_can(d->loop, HB_OP_FDATASYNC)) {
+  if (d->io != HB_IO_HYBRID && d->loop && hb_loop_can(d->loop, HB_OP_FDATASYNC)) {
     struct hb_req req = { .op = HB_OP_FDATASYNC, .fd = d->disk.fd };
     return hb_loop_run(d->loop, &req);
   }

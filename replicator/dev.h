@@ -22,6 +22,9 @@ int hb_dev_trim_locked(struct hb_dev *d, uint32_t count, uint64_t off, unsigned 
 int hb_dev_zero_locked(struct hb_dev *d, uint32_t count, uint64_t off, unsigned flags);
 
 bool hb_dev_is_direct(const struct hb_dev *d);
+/* io=hybrid: how many writes went to the loop because another was in
+ * progress (for tests). */
+unsigned long hb_dev_hybrid_handed(const struct hb_dev *d);
 /* Carry out a write that hb_dev_prep_write filled, with a plain syscall. */
 int hb_dev_write_now(const struct hb_req *req);
 /* Fill req (an HB_OP_WRITE for a loop) to write buf straight to the disk,

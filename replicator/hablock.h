@@ -20,8 +20,10 @@ typedef void (*hb_log_fn)(enum hb_log_level level, const char *msg);
 void hb_set_log(hb_log_fn fn);
 
 /* Local I/O backends. HB_IO_DEFAULT picks the measured best one for the
- * cache mode (docs/benchmarks.md). */
-enum hb_io { HB_IO_DEFAULT, HB_IO_SYNC, HB_IO_URING, HB_IO_AIO };
+ * cache mode (docs/benchmarks.md). HB_IO_HYBRID: the worker's own
+ * syscalls, except a write that finds another write in progress, which
+ * goes to the loop (dev.c). */
+enum hb_io { HB_IO_DEFAULT, HB_IO_SYNC, HB_IO_URING, HB_IO_AIO, HB_IO_HYBRID };
 enum hb_cache { HB_CACHE_NONE, HB_CACHE_WRITEBACK };
 
 struct hb_params {
@@ -66,6 +68,8 @@ void hb_dev_close(struct hb_dev *d);
 
 uint64_t hb_dev_size(const struct hb_dev *d);
 enum hb_io hb_dev_io(const struct hb_dev *d);
+/* The loop the device's I/O goes through: "uring", "aio", or "" (io=sync). */
+const char *hb_dev_loop_name(const struct hb_dev *d);
 /* Preferred I/O size: the direct-I/O alignment, at least 4096. */
 uint32_t hb_dev_preferred_block(const struct hb_dev *d);
 bool hb_dev_can_trim(const struct hb_dev *d);

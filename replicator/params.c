@@ -11,13 +11,13 @@ const char hb_params_help[] =
   "disk=<FILENAME>      Backing file or block device (standalone).\n"
   "config=<FILE>        Resource configuration: replicate (instead of disk=).\n"
   "node=<NAME>          This node's name in the configuration (default: hostname).\n"
-  "io=sync|uring|aio    Local I/O backend (default: measured best).\n"
+  "io=sync|uring|aio|hybrid  Local I/O backend (default: measured best).\n"
   "cache=none|writeback none: O_DIRECT (default); writeback: page cache.\n"
   "queue-depth=<N>      Depth of the loop thread's ring (default 128).";
 
 static const char *const io_names[] = {
   [HB_IO_DEFAULT] = "default", [HB_IO_SYNC] = "sync",
-  [HB_IO_URING] = "uring", [HB_IO_AIO] = "aio",
+  [HB_IO_URING] = "uring", [HB_IO_AIO] = "aio", [HB_IO_HYBRID] = "hybrid",
 };
 
 const char *hb_io_name(enum hb_io io)
@@ -39,6 +39,9 @@ const char *hb_io_compiled(void)
 #if HAVE_LIBAIO
     " aio"
 #endif
+#if HAVE_LIBURING || HAVE_LIBAIO
+    " hybrid"
+#endif
     ;
 }
 
@@ -52,6 +55,8 @@ static bool io_compiled(enum hb_io io)
     return HAVE_LIBURING;
   case HB_IO_AIO:
     return HAVE_LIBAIO;
+  case HB_IO_HYBRID:
+    return HAVE_LIBURING || HAVE_LIBAIO;
   }
   return false;
 }
@@ -103,12 +108,12 @@ int hb_params_set(struct hb_params *p, const char *key, const char *value,
   }
   if (strcmp(key, "io") == 0) {
     enum hb_io io;
-    for (io = HB_IO_SYNC; io <= HB_IO_AIO; io++)
+    for (io = HB_IO_SYNC; io <= HB_IO_HYBRID; io++)
       if (strcmp(value, io_names[io]) == 0)
         break;
-    if (io > HB_IO_AIO)
+    if (io > HB_IO_HYBRID)
       return hb_fail(err, errlen, EINVAL,
-                     "io=%s: unknown I/O backend (expected sync, uring or aio)", value);
+                     "io=%s: unknown I/O backend (expected sync, uring, aio or hybrid)", value);
     if (!io_compiled(io))
       return hb_fail(err, errlen, EINVAL,
                      "io=%s: backend not compiled in (have: %s)", value, hb_io_compiled());

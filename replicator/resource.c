@@ -562,6 +562,12 @@ static int open_replicated(struct hb_res *r, const struct hb_params *p, char *er
    * write overlaps the peer's round trip, and with the lock the pair did
    * 9 % fewer 4k QD32 writes (docs/architecture.md). */
   local.write_lock = false;
+  /* Nor io=hybrid by default: the Primary's contended local writes, handed
+   * to a loop of their own, cost the pair CPU it needs for the link (4k
+   * QD32 over TLS 11.7k against 13.7k writes/s with io=sync, 00:40 UTC
+   * 2026-11-26; docs/benchmarks.md). */
+  if (local.io == HB_IO_DEFAULT)
+    local.io = HB_IO_SYNC;
   ret = hb_dev_open(&local, &r->dev, err, errlen);
   if (ret < 0)
     return ret;

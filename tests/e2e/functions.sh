@@ -315,12 +315,12 @@ hablock_backends() {
 }
 
 # for_each_backend CMD...: run "CMD... IO CACHE" for io in sync uring aio
-# and cache in none writeback. A backend not built in is reported, not run.
+# hybrid and cache in none writeback. A backend not built in is reported, not run.
 for_each_backend() {
     local built io cache
     built=$(hablock_backends)
     built=" $built "
-    for io in sync uring aio; do
+    for io in sync uring aio hybrid; do
         if [[ $built != *" $io "* ]]; then
             log "note: plugin built without io=$io: not tested"
             continue

@@ -16,9 +16,11 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "dev.h"
 #include "disk.h"
 #include "hablock.h"
 #include "hb-build.h"
+#include "loop.h"
 
 static char dir[] = "/var/tmp/hablock-test-dev.XXXXXX";
 
@@ -156,6 +158,9 @@ static const enum hb_io ios[] = { HB_IO_SYNC,
 #endif
 #if HAVE_LIBAIO
   HB_IO_AIO,
+#endif
+#if HAVE_LIBURING || HAVE_LIBAIO
+  HB_IO_HYBRID,
 #endif
 };
 
@@ -334,6 +339,114 @@ static void test_concurrent_rmw(void **state)
   }
 }
 
+/* io=hybrid: writers that meet hand their writes to the loop, and every
+ * write lands (FUA ones too, which stay with their worker), under both
+ * cache modes and on the libaio loop after the fallback. Writers keep
+ * going until some writes have met (a deadline of 10 s), so the loop's
+ * path is exercised, not just hoped for. */
+#define HYB_THREADS 8
+#define HYB_BLOCKS 64           /* per thread, 4 KiB each */
+
+struct hyb_writer {
+  struct hb_dev *d;
+  int id;
+  unsigned rounds;              /* out: full passes written */
+  int err;
+};
+
+static bool hyb_stop;
+
+static void *hyb_main(void *arg)
+{
+  struct hyb_writer *w = arg;
+  unsigned char b[4096];
+
+  do {
+    for (int k = 0; k < HYB_BLOCKS; k++) {
+      uint64_t blk = (uint64_t) k * HYB_THREADS + (uint64_t) w->id;
+      memset(b, (int) (w->rounds * 31 + blk) & 0xff, sizeof b);
+      if (hb_pwrite(w->d, b, sizeof b, blk * 4096, k % 16 == 0 ? HB_FUA : 0) != 0)
+        w->err = 1;
+    }
+    w->rounds++;
+  } while (!__atomic_load_n(&hyb_stop, __ATOMIC_ACQUIRE));
+  return NULL;
+}
+
+static void hybrid_run(enum hb_cache cache, bool force_aio, const char *loop)
+{
+  const uint64_t size = (uint64_t) HYB_THREADS * HYB_BLOCKS * 4096;
+  const char *path = make_disk("hybrid", size);
+  struct hb_params p = { .disk = (char *) path, .io = HB_IO_HYBRID, .cache = cache,
+                         .force_aio_fallback = force_aio };
+  struct hb_dev *d;
+  char err[HB_ERRLEN];
+  pthread_t th[HYB_THREADS];
+  struct hyb_writer w[HYB_THREADS];
+  uint64_t deadline = hb_now_ns() + 10000000000ull;
+
+  print_message("# io=hybrid cache=%s loop=%s\n", hb_cache_name(cache), loop);
+  if (hb_dev_open(&p, &d, err, sizeof err) < 0 || hb_dev_start(d, err, sizeof err) < 0)
+    fail_msg("open %s: %s", path, err);
+  assert_int_equal(hb_dev_io(d), HB_IO_HYBRID);
+  assert_string_equal(hb_dev_loop_name(d), loop);
+  hyb_stop = false;
+  for (int t = 0; t < HYB_THREADS; t++) {
+    w[t] = (struct hyb_writer) { d, t, 0, 0 };
+    assert_int_equal(pthread_create(&th[t], NULL, hyb_main, &w[t]), 0);
+  }
+  while (hb_dev_hybrid_handed(d) < 100 && hb_now_ns() < deadline)
+    usleep(1000);
+  __atomic_store_n(&hyb_stop, true, __ATOMIC_RELEASE);
+  for (int t = 0; t < HYB_THREADS; t++) {
+    pthread_join(th[t], NULL);
+    assert_int_equal(w[t].err, 0);
+  }
+  if (hb_dev_hybrid_handed(d) < 100)
+    fail_msg("io=hybrid: only %lu writes met another in 10 s", hb_dev_hybrid_handed(d));
+
+  unsigned char *model = malloc(size);
+  assert_non_null(model);
+  for (int t = 0; t < HYB_THREADS; t++)
+    for (int k = 0; k < HYB_BLOCKS; k++) {
+      uint64_t blk = (uint64_t) k * HYB_THREADS + (uint64_t) t;
+      memset(model + blk * 4096, (int) ((w[t].rounds - 1) * 31 + blk) & 0xff, 4096);
+    }
+  check_equal(d, model, size);
+  hb_dev_close(d);
+  /* and on the disk, read back by a fresh open */
+  d = open_dev(path, HB_IO_SYNC, HB_CACHE_NONE, false);
+  check_equal(d, model, size);
+  hb_dev_close(d);
+  free(model);
+}
+
+static void test_hybrid_contended(void **state)
+{
+#if HAVE_LIBURING
+  hybrid_run(HB_CACHE_WRITEBACK, false, "uring");
+  hybrid_run(HB_CACHE_NONE, false, "uring");
+#endif
+#if HAVE_LIBAIO
+  hybrid_run(HB_CACHE_WRITEBACK, true, "aio");
+#endif
+}
+
+/* The defaults: io=hybrid through the page cache, io=sync with O_DIRECT
+ * (the fastest in docs/benchmarks.md). */
+static void test_default_backend(void **state)
+{
+  static const struct { enum hb_cache cache; enum hb_io io; } rows[] = {
+    { HB_CACHE_WRITEBACK, HB_IO_HYBRID }, { HB_CACHE_NONE, HB_IO_SYNC },
+  };
+  for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+    struct hb_dev *d = open_dev(make_disk("default", 1 << 20), HB_IO_DEFAULT,
+                                rows[i].cache, false);
+    assert_int_equal(hb_dev_io(d), rows[i].io);
+    hb_dev_close(d);
+  }
+}
+
 static void test_setup_errors(void **state)
 {
   struct {
@@ -391,7 +504,7 @@ static void test_params(void **state)
   assert_int_equal(hb_params_check(&p, err, sizeof err), 0);
   /* Bad values, each alone. */
   static const struct { const char *key, *value, *msg; } bad[] = {
-    { "io", "fast", "io=fast: unknown I/O backend (expected sync, uring or aio)" },
+    { "io", "fast", "io=fast: unknown I/O backend (expected sync, uring, aio or hybrid)" },
     { "cache", "unsafe", "cache=unsafe: unknown cache mode (expected none or writeback)" },
     { "queue-depth", "0", "queue-depth=0: expected a whole number from 1 to 4096" },
     { "queue-depth", "12x", "queue-depth=12x: expected a whole number from 1 to 4096" },
@@ -420,6 +533,8 @@ int main(void)
     cmocka_unit_test(test_tail_whole_page),
     cmocka_unit_test(test_tail_shared_sectors),
     cmocka_unit_test(test_concurrent_rmw),
+    cmocka_unit_test(test_hybrid_contended),
+    cmocka_unit_test(test_default_backend),
   };
   return cmocka_run_group_tests(tests, setup_dir, remove_dir);
 }
