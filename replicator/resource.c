@@ -562,10 +562,10 @@ static int open_replicated(struct hb_res *r, const struct hb_params *p, char *er
    * write overlaps the peer's round trip, and with the lock the pair did
    * 9 % fewer 4k QD32 writes (docs/architecture.md). */
   local.write_lock = false;
-  /* Nor io=hybrid by default: the Primary's contended local writes, handed
-   * to a loop of their own, cost the pair CPU it needs for the link (4k
-   * QD32 over TLS 11.7k against 13.7k writes/s with io=sync, 00:40 UTC
-   * 2026-11-26; docs/benchmarks.md). */
+  /* Nor io=hybrid by default: on a replicated Primary it measured level
+   * with io=sync (4k QD32 over TLS 14.3k against 14.4k writes/s, QD1
+   * 164 against 161 us, four interleaved rounds, 01:10 UTC 2026-11-26),
+   * and io=sync needs no second loop thread. */
   if (local.io == HB_IO_DEFAULT)
     local.io = HB_IO_SYNC;
   ret = hb_dev_open(&local, &r->dev, err, errlen);
