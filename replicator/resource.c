@@ -564,7 +564,7 @@ static int open_replicated(struct hb_res *r, const struct hb_params *p, char *er
   local.write_lock = false;
   /* Nor io=hybrid by default: on a replicated Primary it measured level
    * with io=sync (4k QD32 over TLS 14.3k against 14.4k writes/s, QD1
-   * 164 against 161 us, four interleaved rounds, 01:10 UTC 2026-11-26),
+   * 164 against 161 us, four interleaved rounds, 00:35 UTC 2026-11-26),
    * and io=sync needs no second loop thread. */
   if (local.io == HB_IO_DEFAULT)
     local.io = HB_IO_SYNC;
