@@ -3,7 +3,9 @@
  *
  * Every request is carried out by the nbdkit worker that received it; with
  * io=sync the worker does its own syscalls (no thread hop), with io=uring and
- * io=aio it hands each I/O to the loop thread and waits. */
+ * io=aio it hands each I/O to the loop thread and waits, and with io=hybrid
+ * it does its own syscalls except for a write that finds another write in
+ * progress, which it hands to the loop thread. */
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/falloc.h>
@@ -96,6 +98,64 @@ static char *bounce_buffer(void)
 
 /* ---- setup ---- */
 
+static int probe_uring(const struct hb_dev *d, const struct hb_params *p, char *why,
+                       size_t whylen)
+{
+  return p->force_aio_fallback
+           ? hb_fail(why, whylen, ENOSYS, "forced by hablock.force_aio_fallback")
+           : hb_loop_probe(HB_LOOP_URING, d->depth, why, whylen);
+}
+
+/* The loop of io=uring, aio or hybrid, with one log line when it is not
+ * the preferred one. io=uring: io_uring, else libaio (io=uring then
+ * becomes io=aio). io=aio: libaio. io=hybrid: libaio, else io_uring: its
+ * loop is there for page-cache writes that meet, and libaio carries out a
+ * buffered write inside io_submit, on the loop thread itself, where
+ * io_uring hands an ext4 buffered write to a kernel worker, one thread hop
+ * more (docs/architecture.md has the figures). 0, or -errno with why
+ * filled. */
+static int choose_loop(struct hb_dev *d, const struct hb_params *p, char *why,
+                       size_t whylen)
+{
+  char uwhy[HB_ERRLEN] = "not tried", awhy[HB_ERRLEN] = "not tried";
+  int ru = 0, ra = 0;
+
+  switch (d->io) {
+  case HB_IO_URING:
+    if ((ru = probe_uring(d, p, uwhy, sizeof uwhy)) == 0) {
+      d->loop_kind = HB_LOOP_URING;
+      return 0;
+    }
+    if ((ra = hb_loop_probe(HB_LOOP_AIO, d->depth, awhy, sizeof awhy)) == 0) {
+      hb_info("io=uring: cannot create an io_uring ring (%s); falling back to aio", uwhy);
+      d->io = HB_IO_AIO;
+      d->loop_kind = HB_LOOP_AIO;
+      return 0;
+    }
+    break;
+  case HB_IO_AIO:
+    if ((ra = hb_loop_probe(HB_LOOP_AIO, d->depth, awhy, sizeof awhy)) == 0) {
+      d->loop_kind = HB_LOOP_AIO;
+      return 0;
+    }
+    return hb_fail(why, whylen, -ra, "%s", awhy);
+  default:                      /* io=hybrid */
+    if ((ra = hb_loop_probe(HB_LOOP_AIO, d->depth, awhy, sizeof awhy)) == 0) {
+      d->loop_kind = HB_LOOP_AIO;
+      return 0;
+    }
+    if ((ru = probe_uring(d, p, uwhy, sizeof uwhy)) == 0) {
+      if (HAVE_LIBAIO)
+        hb_info("io=hybrid: cannot create a libaio context (%s); using io_uring", awhy);
+      d->loop_kind = HB_LOOP_URING;
+      return 0;
+    }
+    break;
+  }
+  return hb_fail(why, whylen, ra ? -ra : -ru,
+                 "cannot create an io_uring ring (%s), nor a libaio context (%s)", uwhy, awhy);
+}
+
 int hb_dev_open(const struct hb_params *p, struct hb_dev **out,
                 char *err, size_t errlen)
 {
@@ -126,28 +186,19 @@ int hb_dev_open(const struct hb_params *p, struct hb_dev **out,
   d->io = p->io;
   if (d->io == HB_IO_DEFAULT)
     d->io = p->cache == HB_CACHE_NONE ? DEFAULT_IO_DIRECT : DEFAULT_IO_WRITEBACK;
-  d->loop_kind = d->io == HB_IO_AIO ? HB_LOOP_AIO : HB_LOOP_URING;
-  if (d->io == HB_IO_HYBRID && !HAVE_LIBURING)
-    d->loop_kind = HB_LOOP_AIO;
-  if ((d->io == HB_IO_URING || d->io == HB_IO_HYBRID) && d->loop_kind == HB_LOOP_URING) {
-    r = p->force_aio_fallback
-          ? hb_fail(why, sizeof why, ENOSYS, "forced by hablock.force_aio_fallback")
-          : hb_loop_probe(HB_LOOP_URING, d->depth, why, sizeof why);
-    if (r < 0) {
-      hb_info("io=%s: cannot create an io_uring ring (%s); falling back to aio",
-              hb_io_name(d->io), why);
-      if (d->io == HB_IO_URING)
-        d->io = HB_IO_AIO;
-      d->loop_kind = HB_LOOP_AIO;
-    }
-  }
-  if (d->io != HB_IO_SYNC && d->loop_kind == HB_LOOP_AIO) {
-    r = hb_loop_probe(HB_LOOP_AIO, d->depth, why, sizeof why);
-    if (r < 0) {
+  /* The write-lock experiment is about the workers' own writes: io=sync. */
+  if (p->io == HB_IO_DEFAULT && d->write_lock_on)
+    d->io = HB_IO_SYNC;
+  if (d->io != HB_IO_SYNC && (r = choose_loop(d, p, why, sizeof why)) < 0) {
+    if (p->io != HB_IO_DEFAULT) {
       hb_fail(err, errlen, -r, "io=%s: %s", hb_io_name(d->io), why);
       hb_dev_close(d);
       return r;
     }
+    /* io=hybrid is only a way to be faster: the default goes on without. */
+    hb_info("io=%s (the default for cache=writeback): %s; using io=sync",
+            hb_io_name(d->io), why);
+    d->io = HB_IO_SYNC;
   }
 
   /* We serve a device that may be mounted on this very host: our own
@@ -211,7 +262,7 @@ static int hybrid_write(struct hb_dev *d, void *buf, uint64_t len, uint64_t off,
   int r;
 
   if (__atomic_fetch_add(&d->writes_active, 1, __ATOMIC_RELAXED) == 0 ||
-      (rwflags & RWF_DSYNC)) {
+      (rwflags & RWF_DSYNC) || !d->loop) {
     r = hb_pwrite_full(d->disk.fd, buf, len, off, rwflags);
   } else {
     struct hb_req req = {

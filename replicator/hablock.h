@@ -51,7 +51,7 @@ int hb_params_check(const struct hb_params *p, char *err, size_t errlen);
 void hb_params_free(struct hb_params *p);
 /* The key=value help text for nbdkit --help. */
 extern const char hb_params_help[];
-/* The backends compiled in, space separated ("sync uring aio"). */
+/* The backends compiled in, space separated ("sync uring aio hybrid"). */
 const char *hb_io_compiled(void);
 const char *hb_io_name(enum hb_io io);
 const char *hb_cache_name(enum hb_cache c);

@@ -11,7 +11,8 @@ const char hb_params_help[] =
   "disk=<FILENAME>      Backing file or block device (standalone).\n"
   "config=<FILE>        Resource configuration: replicate (instead of disk=).\n"
   "node=<NAME>          This node's name in the configuration (default: hostname).\n"
-  "io=sync|uring|aio|hybrid  Local I/O backend (default: measured best).\n"
+  "io=sync|uring|aio|hybrid\n"
+  "                     Local I/O backend (default: measured best).\n"
   "cache=none|writeback none: O_DIRECT (default); writeback: page cache.\n"
   "queue-depth=<N>      Depth of the loop thread's ring (default 128).";
 

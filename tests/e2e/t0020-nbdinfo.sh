@@ -7,8 +7,8 @@ requires nbdkit nbdinfo truncate /usr/bin/python3
 # --dump-plugin names the backends built in (all four unless the build
 # turned one off; hybrid needs a loop, io_uring's or libaio's).
 expected=sync
-grep -q '#define HAVE_LIBURING 0' "$HABLOCK_BUILDDIR/config.h" 2>/dev/null || expected+=" uring"
-grep -q '#define HAVE_LIBAIO 0' "$HABLOCK_BUILDDIR/config.h" 2>/dev/null || expected+=" aio"
+grep -q '#define HAVE_LIBURING 1' "$HABLOCK_BUILDDIR/hb-build.h" && expected+=" uring"
+grep -q '#define HAVE_LIBAIO 1' "$HABLOCK_BUILDDIR/hb-build.h" && expected+=" aio"
 [[ $expected == sync ]] || expected+=" hybrid"
 "${NBDKIT[@]}" "$HABLOCK_PLUGIN" --dump-plugin >"$T/dump"
 assert_grep '^name=hablock$' "$T/dump" "--dump-plugin"

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# io=uring and io=hybrid where no ring can be created (forced by a debug
-# flag): the server says once, in its default log, that it falls back to
-# aio, serves through a libaio context and no io_uring, and data
-# round-trips.
+# io=uring where no ring can be created (forced by a debug flag): the
+# server says once, in its default log, that it falls back to aio, serves
+# through a libaio context and no io_uring, and data round-trips. And
+# io=hybrid, whose loop is libaio's by choice: a libaio context, no
+# io_uring, no fall-back line.
 set -euo pipefail
 . "$(dirname "$0")/functions.sh"
 requires nbdkit nbdinfo nbdcopy cmp head truncate
@@ -29,25 +30,34 @@ round_trip() {   # NAME: copy in, copy out, compare both ways
     assert_same_bytes "$T/src.img" "$T/out.img" "nbdcopy out ($1)"
 }
 
-for io in uring hybrid; do
-    for cache in none writeback; do
-        rm -f "$T/disk.img" "$T/out.img"
-        truncate -s 16M "$T/disk.img"
-        start_hablock fallback -Dhablock.force_aio_fallback=1 disk="$T/disk.img" io=$io cache="$cache"
-        round_trip fallback
-        assert_eq "$(grep -c "io=$io: cannot create an io_uring ring .*falling back to aio" "${HB_LOG[fallback]}" || true)" 1 \
-            "lines saying 'io=$io: ... falling back to aio' in the log (cache=$cache)"
-        ! has_uring "${HB_PID[fallback]}" || fail "io=$io fallback server holds an io_uring (cache=$cache)"
-        has_aio "${HB_PID[fallback]}" || fail "io=$io fallback server has no aio context (cache=$cache)"
-        stop_hablock fallback
-    done
-
-    # The control: without the flag, a ring and no fall-back.
+for cache in none writeback; do
     rm -f "$T/disk.img" "$T/out.img"
     truncate -s 16M "$T/disk.img"
-    start_hablock ring disk="$T/disk.img" io=$io
-    round_trip ring
-    has_uring "${HB_PID[ring]}" || fail "io=$io server holds no io_uring"
-    ! grep -q 'falling back' "${HB_LOG[ring]}" || fail "io=$io fell back without the flag"
-    stop_hablock ring
+    start_hablock fallback -Dhablock.force_aio_fallback=1 disk="$T/disk.img" io=uring cache="$cache"
+    round_trip fallback
+    assert_eq "$(grep -c 'io=uring: cannot create an io_uring ring .*falling back to aio' "${HB_LOG[fallback]}" || true)" 1 \
+        "lines saying 'io=uring: ... falling back to aio' in the log (cache=$cache)"
+    ! has_uring "${HB_PID[fallback]}" || fail "fallback server holds an io_uring (cache=$cache)"
+    has_aio "${HB_PID[fallback]}" || fail "fallback server has no aio context (cache=$cache)"
+    stop_hablock fallback
 done
+
+# The control: without the flag, io=uring holds a ring and does not fall back.
+rm -f "$T/disk.img" "$T/out.img"
+truncate -s 16M "$T/disk.img"
+start_hablock ring disk="$T/disk.img" io=uring
+round_trip ring
+has_uring "${HB_PID[ring]}" || fail "io=uring server holds no io_uring"
+! grep -q 'falling back' "${HB_LOG[ring]}" || fail "io=uring fell back without the flag"
+stop_hablock ring
+
+# io=hybrid (the default with cache=writeback): libaio's loop.
+rm -f "$T/disk.img" "$T/out.img"
+truncate -s 16M "$T/disk.img"
+start_hablock hybrid disk="$T/disk.img" cache=writeback
+round_trip hybrid
+has_aio "${HB_PID[hybrid]}" || fail "io=hybrid server has no aio context"
+! has_uring "${HB_PID[hybrid]}" || fail "io=hybrid server holds an io_uring"
+! grep -Eq 'falling back|using io_uring|using io=sync' "${HB_LOG[hybrid]}" ||
+    fail "io=hybrid logged a fall-back: $(cat "${HB_LOG[hybrid]}")"
+stop_hablock hybrid
