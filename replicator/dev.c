@@ -49,9 +49,9 @@ struct hb_dev {
    * depth); one that finds another goes to the loop: page-cache writes to
    * a file run one at a time in the kernel (the inode's lock), and rather
    * than wait for that lock in a worker (spinning on its owner, then a
-   * wake-up per hand-over), it waits in the loop's queue, where io_uring
-   * runs a file's buffered writes one after the other in one kernel
-   * worker (docs/architecture.md has the figures). */
+   * wake-up per hand-over), it waits in the loop's queue, and the loop
+   * thread carries the queued writes out one after the other (see
+   * choose_loop; docs/architecture.md has the figures). */
   int writes_active;
   unsigned long hybrid_handed;  /* writes that went to the loop (tests) */
   struct hb_inflight inflight;
