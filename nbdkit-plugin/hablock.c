@@ -14,6 +14,7 @@
 
 /* Debug flags (-D hablock.NAME=1): fault hooks for tests, not parameters. */
 NBDKIT_DLL_PUBLIC int hablock_debug_force_aio_fallback = 0;
+NBDKIT_DLL_PUBLIC int hablock_debug_force_no_loop = 0;
 NBDKIT_DLL_PUBLIC int hablock_debug_fail_flush = 0;
 NBDKIT_DLL_PUBLIC int hablock_debug_stall_flush_ms = 0;
 /* Tuning, for measuring: microseconds a lone waiter spins for its ACK
@@ -74,6 +75,7 @@ static int hablock_config_complete(void)
   char err[HB_ERRLEN];
 
   params.force_aio_fallback = hablock_debug_force_aio_fallback != 0;
+  params.force_no_loop = hablock_debug_force_no_loop != 0;
   params.fail_flush = hablock_debug_fail_flush != 0;
   params.stall_flush_ms = hablock_debug_stall_flush_ms > 0 ? (unsigned) hablock_debug_stall_flush_ms : 0;
   params.ack_spin_us = hablock_debug_ack_spin_us;

@@ -101,9 +101,18 @@ static char *bounce_buffer(void)
 static int probe_uring(const struct hb_dev *d, const struct hb_params *p, char *why,
                        size_t whylen)
 {
+  if (p->force_no_loop)
+    return hb_fail(why, whylen, ENOSYS, "forced by hablock.force_no_loop");
   return p->force_aio_fallback
            ? hb_fail(why, whylen, ENOSYS, "forced by hablock.force_aio_fallback")
            : hb_loop_probe(HB_LOOP_URING, d->depth, why, whylen);
+}
+
+static int probe_aio(const struct hb_dev *d, const struct hb_params *p, char *why,
+                     size_t whylen)
+{
+  return p->force_no_loop ? hb_fail(why, whylen, ENOSYS, "forced by hablock.force_no_loop")
+                          : hb_loop_probe(HB_LOOP_AIO, d->depth, why, whylen);
 }
 
 /* The loop of io=uring, aio or hybrid, with one log line when it is not
@@ -126,7 +135,7 @@ static int choose_loop(struct hb_dev *d, const struct hb_params *p, char *why,
       d->loop_kind = HB_LOOP_URING;
       return 0;
     }
-    if ((ra = hb_loop_probe(HB_LOOP_AIO, d->depth, awhy, sizeof awhy)) == 0) {
+    if ((ra = probe_aio(d, p, awhy, sizeof awhy)) == 0) {
       hb_info("io=uring: cannot create an io_uring ring (%s); falling back to aio", uwhy);
       d->io = HB_IO_AIO;
       d->loop_kind = HB_LOOP_AIO;
@@ -134,13 +143,13 @@ static int choose_loop(struct hb_dev *d, const struct hb_params *p, char *why,
     }
     break;
   case HB_IO_AIO:
-    if ((ra = hb_loop_probe(HB_LOOP_AIO, d->depth, awhy, sizeof awhy)) == 0) {
+    if ((ra = probe_aio(d, p, awhy, sizeof awhy)) == 0) {
       d->loop_kind = HB_LOOP_AIO;
       return 0;
     }
-    return hb_fail(why, whylen, -ra, "%s", awhy);
+    return hb_fail(why, whylen, -ra, "cannot create a libaio context (%s)", awhy);
   default:                      /* io=hybrid */
-    if ((ra = hb_loop_probe(HB_LOOP_AIO, d->depth, awhy, sizeof awhy)) == 0) {
+    if ((ra = probe_aio(d, p, awhy, sizeof awhy)) == 0) {
       d->loop_kind = HB_LOOP_AIO;
       return 0;
     }

@@ -35,6 +35,7 @@ struct hb_params {
   unsigned queue_depth; /* loop thread's ring / aio context depth */
   unsigned given;       /* hb_params_set: io=, cache=, queue-depth= seen */
   bool force_aio_fallback; /* debug: pretend io_uring_queue_init failed */
+  bool force_no_loop;   /* debug: pretend neither a ring nor an aio context can be made */
   bool fail_flush;      /* debug: as a Secondary, fail the peer's FLUSH with EIO */
   unsigned stall_flush_ms; /* debug: as a Secondary, hold the peer's FLUSH this long */
   int ack_spin_us;      /* debug: a lone waiter's spin for its ACK (-1: default) */

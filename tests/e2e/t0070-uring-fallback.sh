@@ -3,7 +3,9 @@
 # server says once, in its default log, that it falls back to aio, serves
 # through a libaio context and no io_uring, and data round-trips. And
 # io=hybrid, whose loop is libaio's by choice: a libaio context, no
-# io_uring, no fall-back line.
+# io_uring, no fall-back line. Where no loop can be made at all (forced by
+# another flag), the default goes on with io=sync and says so, and an
+# io= that needs a loop is refused with one line naming both reasons.
 set -euo pipefail
 . "$(dirname "$0")/functions.sh"
 requires nbdkit nbdinfo nbdcopy cmp head truncate
@@ -61,3 +63,23 @@ has_aio "${HB_PID[hybrid]}" || fail "io=hybrid server has no aio context"
 ! grep -Eq 'falling back|using io_uring|using io=sync' "${HB_LOG[hybrid]}" ||
     fail "io=hybrid logged a fall-back: $(cat "${HB_LOG[hybrid]}")"
 stop_hablock hybrid
+
+# No loop at all: the default (io=hybrid for cache=writeback) serves with
+# io=sync, says so once and holds neither an aio context nor a ring.
+rm -f "$T/disk.img" "$T/out.img"
+truncate -s 16M "$T/disk.img"
+start_hablock noloop -Dhablock.force_no_loop=1 disk="$T/disk.img" cache=writeback
+round_trip noloop
+assert_eq "$(grep -c 'io=hybrid (the default for cache=writeback): cannot create an io_uring ring (forced by hablock.force_no_loop), nor a libaio context (forced by hablock.force_no_loop); using io=sync' "${HB_LOG[noloop]}" || true)" 1 \
+    "lines saying the default goes on with io=sync"
+! has_aio "${HB_PID[noloop]}" || fail "no-loop server has an aio context"
+! has_uring "${HB_PID[noloop]}" || fail "no-loop server holds an io_uring"
+stop_hablock noloop
+
+# ...and an explicit io= that needs a loop is refused at start.
+for io in hybrid uring aio; do
+    log "expect refusal: -Dhablock.force_no_loop=1 io=$io"
+    must_fail timeout -k 5 20 "${NBDKIT[@]}" -U - -Dhablock.force_no_loop=1 "$HABLOCK_PLUGIN" \
+        disk="$T/disk.img" io=$io --run true
+    assert_one_error_line "$T/must_fail.err" "io=$io: " 'forced by hablock.force_no_loop'
+done
