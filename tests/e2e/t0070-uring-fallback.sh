@@ -5,7 +5,7 @@
 # io=hybrid, whose loop is libaio's by choice: a libaio context, no
 # io_uring, no fall-back line. Where no loop can be made at all (forced by
 # another flag), the default goes on with io=sync and says so, and an
-# io= that needs a loop is refused with one line naming both reasons.
+# io= that needs a loop is refused with one line saying why.
 set -euo pipefail
 . "$(dirname "$0")/functions.sh"
 requires nbdkit nbdinfo nbdcopy cmp head truncate
