@@ -285,13 +285,20 @@ static int hybrid_write(struct hb_dev *d, void *buf, uint64_t len, uint64_t off,
   return r;
 }
 
+/* Whether op goes through the loop thread: every op its engine can carry
+ * with io=uring and io=aio; with io=hybrid only contended writes do
+ * (hybrid_write), everything else is the worker's own syscall. */
+static bool loop_takes(const struct hb_dev *d, enum hb_op op)
+{
+  return d->io != HB_IO_HYBRID && d->loop && hb_loop_can(d->loop, op);
+}
+
 static int io_rw(struct hb_dev *d, enum hb_op op, void *buf, uint64_t len,
                  uint64_t off, int rwflags)
 {
-  if (d->io == HB_IO_HYBRID) {
-    if (op == HB_OP_WRITE)
-      return hybrid_write(d, buf, len, off, rwflags);
-  } else if (d->loop && hb_loop_can(d->loop, op)) {
+  if (d->io == HB_IO_HYBRID && op == HB_OP_WRITE)
+    return hybrid_write(d, buf, len, off, rwflags);
+  if (loop_takes(d, op)) {
     struct hb_req req = {
       .op = op, .fd = d->disk.fd, .buf = buf, .len = len, .off = off,
       .rw_flags = rwflags,
@@ -315,7 +322,7 @@ static int io_rw(struct hb_dev *d, enum hb_op op, void *buf, uint64_t len,
 
 static int io_fallocate(struct hb_dev *d, int mode, uint64_t off, uint64_t len)
 {
-  if (d->io != HB_IO_HYBRID && d->loop && hb_loop_can(d->loop, HB_OP_FALLOCATE)) {
+  if (loop_takes(d, HB_OP_FALLOCATE)) {
     struct hb_req req = {
       .op = HB_OP_FALLOCATE, .fd = d->disk.fd, .mode = mode, .off = off, .len = len,
     };
@@ -326,7 +333,7 @@ static int io_fallocate(struct hb_dev *d, int mode, uint64_t off, uint64_t len)
 
 static int io_flush(struct hb_dev *d)
 {
-  if (d->io != HB_IO_HYBRID && d->loop && hb_loop_can(d->loop, HB_OP_FDATASYNC)) {
+  if (loop_takes(d, HB_OP_FDATASYNC)) {
     struct hb_req req = { .op = HB_OP_FDATASYNC, .fd = d->disk.fd };
     return hb_loop_run(d->loop, &req);
   }
