@@ -24,6 +24,7 @@
 #define PLAIN_BUFSIZE (256u << 10)
 #define RX_CHUNK (256u << 10)
 #define STAGE_SIZE (16u << 10)  /* one TLS record of small frames */
+#define LOOP_SEND_MAX (32u << 10) /* the loop sends this much itself (link_flush) */
 
 static inline void cpu_relax(void)
 {
@@ -63,6 +64,8 @@ struct hb_peer {
   /* connector <-> loop */
   pthread_t connector;
   bool connector_started;
+  pthread_t keepalive;          /* keepalive_main */
+  bool keepalive_started;
   pthread_mutex_t lock;
   pthread_cond_t cond;
   bool stopping;
@@ -116,6 +119,7 @@ struct hb_peer {
   unsigned char *rxd;           /* straight into its own buffer (bufpool) */
   size_t rxd_got;
   uint64_t last_rx_ns, last_tx_ns, attach_ns;
+  uint64_t timer_due_ns;        /* when the armed timer should fire (0: not armed) */
   char why[256];
 };
 
@@ -384,8 +388,30 @@ static void link_flush(struct hb_peer *p)
 
   if (p->st == L_DOWN || p->st == L_CLOSING || !link_fill(p) || p->tx_busy)
     return;
-  n = ch_pending_out(p, &out);
-  if (n == 0)
+  /* Small output (answers, pings, a few small frames: all a Secondary
+   * sends) leaves at once through our own send(2), as far as the socket
+   * takes it; the ring is for what must wait for room, and for large
+   * output, which a send in flight moves while the loop goes on. So on a
+   * Secondary a send is in flight only while the socket is full, and the
+   * keepalive thread can send while the loop writes into the page cache:
+   * an io_uring send prepared just before such a write would stay "in
+   * flight" until the write is over, and hold everything behind it. */
+  while ((n = ch_pending_out(p, &out)) > 0 && n <= LOOP_SEND_MAX) {
+    ssize_t w = send(p->fd, out, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (w < 0 && errno == EINTR)
+      continue;
+    if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+      break;
+    if (w <= 0) {
+      link_fail(p, "send: %s", w < 0 ? strerror(errno) : "no progress");
+      return;
+    }
+    p->last_tx_ns = hb_now_ns();
+    ch_consume_out(p, (size_t) w);
+    if (!link_fill(p))
+      return;
+  }
+  if ((n = ch_pending_out(p, &out)) == 0)
     return;
   p->tx_busy = true;
   p->tx_inflight = n;
@@ -1041,7 +1067,18 @@ static void on_timer(struct hb_req *req)
    * read before it, and now - queued_ns would wrap. */
   now = hb_now_ns();
   p->timer_busy = false;
-  if (p->st == L_UP) {
+  /* A timer that fires this late means this thread was held up (a Secondary's
+   * page-cache write the kernel throttled): the peer's frames that came
+   * meanwhile may be in completions not yet handled, so its silence proves
+   * nothing on this tick. Nor while reading is paused: then we do not
+   * listen. The next tick judges. */
+  bool held_up = (p->timer_due_ns &&
+                  now > p->timer_due_ns + (uint64_t) p->cfg.ping_interval_ms * 500000u) ||
+                 p->rx_paused;
+  if (held_up && p->st == L_UP) {
+    hb_debug("peer %s: the loop was held up or is not reading; not judging the ping timeout now",
+             p->cfg.peer_name);
+  } else if (p->st == L_UP) {
     if (now - p->last_rx_ns > (uint64_t) p->cfg.ping_timeout_ms * 1000000u) {
       link_fail(p, "no answer for %u ms (ping timeout)", p->cfg.ping_timeout_ms);
     } else if (p->pending && p->cfg.request_timeout_ms && now > p->pending->queued_ns &&
@@ -1073,7 +1110,10 @@ static void on_timer(struct hb_req *req)
     p->timer_busy = true;
     p->timer_req = (struct hb_req) { .op = HB_OP_TIMEOUT, .complete = on_timer, .opaque = p,
       .timeout_ns = (uint64_t) (p->cfg.ping_interval_ms < 200 ? p->cfg.ping_interval_ms : 200) * 1000000u };
+    p->timer_due_ns = now + p->timer_req.timeout_ns;
     hb_loop_submit_local(p->loop, &p->timer_req);
+  } else if (!p->timer_busy) {
+    p->timer_due_ns = 0;
   }
   link_unlock(p, true);
 }
@@ -1087,6 +1127,7 @@ static void attach_locked(struct hb_peer *p, struct hb_req *req)
   p->link_gen++;
   p->attach_ns = p->last_rx_ns = hb_now_ns();
   if (!p->timer_busy) {
+    p->timer_due_ns = 0;
     p->timer_req.opaque = p;
     on_timer(&p->timer_req);
   }
@@ -1179,6 +1220,8 @@ static void on_resume(struct hb_req *req)
   link_lock(p);
   if (p->rx_paused) {
     p->rx_paused = false;
+    /* We were not listening: the peer's silence is counted from now. */
+    p->last_rx_ns = hb_now_ns();
     if (p->st == L_HELLO || p->st == L_UP)
       link_post_recv(p);
   }
@@ -1707,6 +1750,44 @@ static void *connector_main(void *arg)
   return NULL;
 }
 
+/* ---- keepalive ---- */
+
+/* DRBD answers pings from a thread that does no disk I/O (its asender).
+ * Here the loop thread both runs the link and, on a Secondary, writes what
+ * the Primary sent into the page cache, where dirty-page throttling or a
+ * slow disk can hold it for longer than ping-timeout: the Primary, hearing
+ * nothing, would declare a live node dead. This thread does no I/O but
+ * this: when nothing has left for ping-interval, it puts a PING into the
+ * channel and sends it with its own send(2), as a worker sends its frames
+ * (the page-cache write runs out of the link's lock: resource.c). The peer
+ * counts any bytes as life, and answers. A node that is really gone (killed,
+ * stopped, its host down or cut off) sends nothing at all; a node whose
+ * disk hangs still gets caught by the request timeout. */
+static void *keepalive_main(void *arg)
+{
+  struct hb_peer *p = arg;
+  uint64_t interval = (uint64_t) p->cfg.ping_interval_ms * 1000000u;
+  unsigned tick = p->cfg.ping_interval_ms / 4;
+
+  if (tick < 5)
+    tick = 5;
+  if (tick > 250)
+    tick = 250;
+  while (!is_stopping(p)) {
+    nap(p, tick);
+    link_lock(p);
+    if (p->st == L_UP && !p->ping_queued && hb_now_ns() - p->last_tx_ns >= interval) {
+      struct hb_frame ping = { .type = HB_WIRE_PING };
+      build(&p->ping_tx, &ping, NULL, 0, NULL, ping_written);
+      p->ping_queued = true;
+      txq_push(p, &p->ping_tx);
+      link_flush_direct(p);
+    }
+    link_unlock(p, false);
+  }
+  return NULL;
+}
+
 /* ---- setup ---- */
 
 int hb_peer_new(const struct hb_peer_config *cfg, const struct hb_peer_events *ev,
@@ -1802,6 +1883,12 @@ int hb_peer_start(struct hb_peer *p, struct hb_loop *loop, char *err, size_t err
   if (r)
     return hb_fail(err, errlen, r, "cannot start the connector thread: %s", strerror(r));
   p->connector_started = true;
+  r = pthread_create(&p->keepalive, NULL, keepalive_main, p);
+  if (r) {
+    hb_peer_stop(p);
+    return hb_fail(err, errlen, r, "cannot start the keepalive thread: %s", strerror(r));
+  }
+  p->keepalive_started = true;
   return 0;
 }
 
@@ -1819,6 +1906,9 @@ void hb_peer_stop(struct hb_peer *p)
   if (p->connector_started)
     pthread_join(p->connector, NULL);
   p->connector_started = false;
+  if (p->keepalive_started)
+    pthread_join(p->keepalive, NULL);
+  p->keepalive_started = false;
   pthread_mutex_lock(&p->lock);
   bool done_already = !p->loop || p->stopped;
   pthread_mutex_unlock(&p->lock);

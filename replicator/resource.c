@@ -62,6 +62,7 @@ struct hb_res {
   uint64_t role_epoch;          /* demotions so far (hb_res_client_stale) */
   bool fail_flush;              /* debug flag: fail the peer's FLUSH */
   unsigned stall_flush_ms;      /* debug flag: hold the peer's FLUSH */
+  unsigned stall_write_ms;      /* debug flag: hold each of the peer's WRITEs */
   bool force_aio;               /* debug flag: the loop as if io_uring were missing */
   int primary;                  /* atomic copy of state.role == Primary */
   /* the Secondary's apply workers */
@@ -221,6 +222,7 @@ static void ev_state(void *opaque, const struct hb_state_msg *s)
 
 struct direct_apply {
   struct hb_req req;
+  struct hb_req call;           /* a page-cache write, run out of the link's lock */
   struct hb_res *res;
   uint64_t link, id;
   uint32_t len;                 /* of the payload buffer (bufpool) */
@@ -266,9 +268,39 @@ static void direct_applied(struct hb_req *req)
   free(a);
 }
 
-/* On the loop thread. A write that needs no read-modify-write goes to the
- * disk through the loop's own ring, and its ACK leaves from the completion:
- * no thread hop on the Secondary. The rest goes to the apply workers. */
+static void stall(struct hb_res *r, unsigned ms);
+
+/* On the loop thread, from a CALL: it runs once the callback that received
+ * the frame has returned, so out of the link's lock. A write that dirty-page
+ * throttling or a slow disk holds up holds the loop, not the link: the
+ * peer's keepalive thread can still tell the Primary that this node lives
+ * (peer.c), where a write under the lock would have had the Primary declare
+ * it dead after ping-timeout. */
+static void write_now(struct hb_req *call)
+{
+  struct direct_apply *a = call->opaque;
+  struct hb_res *r = a->res;
+
+  if (__atomic_load_n(&r->primary, __ATOMIC_ACQUIRE)) {
+    /* Promoted since the frame came (the link it came on is gone): a
+     * late write must not land under this node's own clients. */
+    hb_error("%s: the peer sent WRITE while this node is Primary: refused", r->cfg.name);
+    hb_peer_reply_local(r->peer, a->link, a->id, -EROFS);
+    apply_done(r);
+    hb_buf_free(a->req.buf, a->len);
+    free(a);
+    return;
+  }
+  if (r->stall_write_ms)
+    stall(r, r->stall_write_ms);
+  a->req.res = hb_dev_write_now(&a->req);
+  direct_applied(&a->req);
+}
+
+/* On the loop thread, under the link's lock. A write that needs no
+ * read-modify-write goes to the disk through the loop's own ring, and its
+ * ACK leaves from the completion: no thread hop on the Secondary. The rest
+ * goes to the apply workers. */
 static void apply_queue(struct hb_res *r, const struct hb_frame *f, void *payload,
                         uint64_t link);
 
@@ -306,9 +338,10 @@ static void apply_queue(struct hb_res *r, const struct hb_frame *f, void *payloa
       } else {
         /* Through the page cache a write is a copy into memory (a few
          * microseconds), while io_uring hands buffered ext4 writes to a
-         * kernel worker: do it here and answer at once. */
-        a->req.res = hb_dev_write_now(&a->req);
-        direct_applied(&a->req);
+         * kernel worker: this thread does it, as soon as the frames it
+         * received with it are handled (write_now). */
+        a->call = (struct hb_req) { .op = HB_OP_CALL, .complete = write_now, .opaque = a };
+        hb_loop_submit_local(r->loop, &a->call);
       }
       return;
     }
@@ -381,6 +414,8 @@ static void *apply_main(void *arg)
     } else {
       switch (it->f.type) {
       case HB_WIRE_WRITE:
+        if (r->stall_write_ms)
+          stall(r, r->stall_write_ms);
         ret = hb_pwrite(r->dev, it->payload, it->f.count, it->f.offset, flags);
         break;
       case HB_WIRE_TRIM:
@@ -550,6 +585,7 @@ static int open_replicated(struct hb_res *r, const struct hb_params *p, char *er
   r->replicated = true;
   r->fail_flush = p->fail_flush;
   r->stall_flush_ms = p->stall_flush_ms;
+  r->stall_write_ms = p->stall_write_ms;
   r->force_aio = p->force_aio_fallback;
   self = hb_config_self(&r->cfg);
   peer = hb_config_peer(&r->cfg);

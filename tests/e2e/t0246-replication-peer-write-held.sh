@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# A Secondary whose page-cache writes are held up (dirty-page throttling, a
+# slow disk: here the debug flag hablock.stall_write_ms holds each write
+# from the Primary) for far longer than ping-timeout. The node is alive, so
+# the link must stay up: its loop thread is held, but it writes out of the
+# link's lock and its keepalive thread tells the Primary it lives (DRBD's
+# asender). Every write completes replicated, nothing is out of sync, and
+# the disks are identical. Then the same short timeouts still find a node
+# that is really gone: a SIGSTOPped Secondary sends nothing, and the Primary
+# drops it after ping-timeout and goes on alone.
+set -euo pipefail
+. "$(dirname "$0")/functions.sh"
+requires nbdkit nbdinfo /usr/bin/python3
+[[ -x $HACTL ]] || skip "hactl not built"
+skip_unless "python3-libnbd is not installed" /usr/bin/python3 -c 'import nbd'
+
+size=$((8 << 20))
+ping_interval_ms=100 ping_timeout_ms=400 stall_ms=1500 writes=4
+make_pair "$size" cert
+sed -i -e "s/^ping-interval = .*/ping-interval = ${ping_interval_ms}ms/" \
+    -e "s/^ping-timeout = .*/ping-timeout = ${ping_timeout_ms}ms\nrequest-timeout = 30s/" "$T/r0.conf"
+grep -q "^ping-timeout = ${ping_timeout_ms}ms\$" "$T/r0.conf" &&
+    grep -q "^ping-interval = ${ping_interval_ms}ms\$" "$T/r0.conf" ||
+    fail "could not set the timeouts in $T/r0.conf: $(cat "$T/r0.conf")"
+# cache=writeback: the Secondary writes through the page cache on its loop
+# thread (with O_DIRECT its writes go through the ring and never hold it).
+start_hablock --ctl "$T/alpha.ctl" alpha config="$T/r0.conf" node=alpha cache=writeback
+start_hablock --ctl "$T/bravo.ctl" bravo config="$T/r0.conf" node=bravo cache=writeback \
+    -Dhablock.stall_write_ms=$stall_ms
+wait_for 30 "alpha and bravo to connect" node_is alpha connection Connected
+hactl_on alpha promote --force
+wait_for 10 "bravo to be UpToDate" node_is bravo disk UpToDate
+
+# $writes writes of 64 KiB at once, each to its own place: bravo's loop is
+# held for writes x stall_ms in a row, many times ping-timeout. Prints the
+# time until the last was acknowledged, in ms.
+log_mark alpha; log_mark bravo
+head -c "$size" /dev/urandom >"$T/src.img"
+ms=$(/usr/bin/python3 - "${HB_URI[alpha]}" "$T/src.img" "$writes" <<'PY'
+import nbd, os, sys, time
+h = nbd.NBD()
+h.connect_uri(sys.argv[1])
+src = open(sys.argv[2], "rb").read()
+n = int(sys.argv[3])
+errors = []
+def done(err):
+    if err.value:
+        errors.append(os.strerror(err.value))
+    return 1   # retire the command
+t = time.monotonic()
+for i in range(n):
+    h.aio_pwrite(src[i << 20:(i << 20) + 65536], i << 20, completion=done)
+while h.aio_in_flight() > 0:
+    h.poll(-1)
+if errors:
+    sys.exit("a write failed: " + errors[0])
+print(int((time.monotonic() - t) * 1000))
+h.shutdown()
+PY
+) || fail "a write failed while the Secondary's writes were held"
+log "$writes writes held ${stall_ms} ms each on bravo were acknowledged after $ms ms"
+# Proof that they waited for the held Secondary (protocol C): at least one
+# full stall; and that bravo's loop was held many times ping-timeout.
+(( ms >= stall_ms - 100 )) ||
+    fail "acknowledged after $ms ms, before the Secondary's stall of $stall_ms ms ended"
+assert_eq "$(node_field alpha connection)" Connected "alpha's connection after the held writes"
+assert_eq "$(node_field bravo connection)" Connected "bravo's connection after the held writes"
+assert_eq "$(node_field alpha out_of_sync_bytes)" 0 "alpha out_of_sync_bytes"
+if log_since alpha | grep -E 'ping timeout|lost the peer'; then
+    fail "alpha dropped a live Secondary whose writes were held"
+fi
+if log_since bravo | grep -E 'ping timeout|lost the peer'; then
+    fail "bravo dropped the link while its own writes were held"
+fi
+for i in $(seq 0 $(( writes - 1 ))); do
+    cmp -s -n 65536 -i $(( i << 20 )):$(( i << 20 )) "$T/src.img" "$T/alpha.img" ||
+        fail "alpha's disk lacks write $i"
+done
+assert_same_bytes "$T/alpha.img" "$T/bravo.img" "bravo's disk against alpha's"
+log "the link stayed up and the disks are identical"
+
+# The keepalive must not keep a dead node alive: SIGSTOP bravo, and a write
+# on alpha completes alone after about ping-timeout.
+kill -STOP "${HB_PID[bravo]}"
+on_exit "kill -CONT ${HB_PID[bravo]} 2>/dev/null || true"
+log_mark alpha
+/usr/bin/python3 - "${HB_URI[alpha]}" <<'PY' || fail "alpha's write failed with the Secondary stopped"
+import nbd, sys
+h = nbd.NBD()
+h.connect_uri(sys.argv[1])
+h.pwrite(b"\x5a" * 4096, 7 << 20)
+h.shutdown()
+PY
+wait_for 10 "alpha to lose the stopped Secondary" \
+    sh -c "tail -n +$(( HB_LOGMARK[alpha] + 1 )) '${HB_LOG[alpha]}' | grep -q 'ping timeout'"
+log "alpha: $(log_since alpha | grep -m1 'ping timeout')"
+assert_eq "$(node_field alpha role)" Primary "alpha's role without its Secondary"
+[[ $(node_field alpha out_of_sync_bytes) -ge 4096 ]] ||
+    fail "alpha did not record the lone write as out of sync: $(node_field alpha out_of_sync_bytes)"
+kill -CONT "${HB_PID[bravo]}"
+stop_hablock bravo
+stop_hablock alpha
