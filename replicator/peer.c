@@ -120,6 +120,7 @@ struct hb_peer {
   size_t rxd_got;
   uint64_t last_rx_ns, last_tx_ns, attach_ns;
   uint64_t timer_due_ns;        /* when the armed timer should fire (0: not armed) */
+  uint64_t timer_ran_ns;        /* the loop's last timer tick (keepalive_main) */
   char why[256];
 };
 
@@ -400,12 +401,12 @@ static void link_flush(struct hb_peer *p)
     ssize_t w = send(p->fd, out, n, MSG_DONTWAIT | MSG_NOSIGNAL);
     if (w < 0 && errno == EINTR)
       continue;
-    if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+    /* A full socket, or an error: the ring's send takes the rest and
+     * reports the error from its completion, as before. The callers
+     * (a failed handshake sending its alert, attach) count on
+     * link_flush not ending the link on a send error. */
+    if (w <= 0)
       break;
-    if (w <= 0) {
-      link_fail(p, "send: %s", w < 0 ? strerror(errno) : "no progress");
-      return;
-    }
     p->last_tx_ns = hb_now_ns();
     ch_consume_out(p, (size_t) w);
     if (!link_fill(p))
@@ -1067,14 +1068,20 @@ static void on_timer(struct hb_req *req)
    * read before it, and now - queued_ns would wrap. */
   now = hb_now_ns();
   p->timer_busy = false;
+  p->timer_ran_ns = now;
   /* A timer that fires this late means this thread was held up (a Secondary's
    * page-cache write the kernel throttled): the peer's frames that came
    * meanwhile may be in completions not yet handled, so its silence proves
-   * nothing on this tick. Nor while reading is paused: then we do not
-   * listen. The next tick judges. */
+   * nothing on this tick. Nor while reading is paused (our apply side is
+   * full): then we do not listen; but for no longer than we would wait
+   * for a request (request-timeout), or a peer that died meanwhile would
+   * keep this node Connected, and unpromotable, for good. The next tick
+   * judges. */
+  uint64_t paused_bound = (uint64_t) (p->cfg.request_timeout_ms > p->cfg.ping_timeout_ms
+                                      ? p->cfg.request_timeout_ms : p->cfg.ping_timeout_ms) * 1000000u;
   bool held_up = (p->timer_due_ns &&
                   now > p->timer_due_ns + (uint64_t) p->cfg.ping_interval_ms * 500000u) ||
-                 p->rx_paused;
+                 (p->rx_paused && now - p->last_rx_ns <= paused_bound);
   if (held_up && p->st == L_UP) {
     hb_debug("peer %s: the loop was held up or is not reading; not judging the ping timeout now",
              p->cfg.peer_name);
@@ -1582,7 +1589,7 @@ static void hand_over(struct hb_peer *p, int fd, bool we_connected)
 static void nap(struct hb_peer *p, unsigned ms)
 {
   struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
+  clock_gettime(CLOCK_MONOTONIC, &ts);   /* p->cond waits on it */
   ts.tv_sec += ms / 1000;
   ts.tv_nsec += (long) (ms % 1000) * 1000000;
   if (ts.tv_nsec >= 1000000000) {
@@ -1766,17 +1773,27 @@ static void *connector_main(void *arg)
 static void *keepalive_main(void *arg)
 {
   struct hb_peer *p = arg;
-  uint64_t interval = (uint64_t) p->cfg.ping_interval_ms * 1000000u;
+  /* Half an interval of silence, checked every quarter: the peer hears
+   * us at least every 0.75 ping-interval, within any ping-timeout the
+   * configuration accepts (longer than ping-interval). */
+  uint64_t quiet = (uint64_t) p->cfg.ping_interval_ms * 500000u;
+  uint64_t wedged = (uint64_t) (p->cfg.request_timeout_ms ? p->cfg.request_timeout_ms
+                                                          : p->cfg.ping_timeout_ms) * 1000000u;
   unsigned tick = p->cfg.ping_interval_ms / 4;
 
-  if (tick < 5)
-    tick = 5;
+  if (tick < 2)
+    tick = 2;
   if (tick > 250)
     tick = 250;
   while (!is_stopping(p)) {
     nap(p, tick);
     link_lock(p);
-    if (p->st == L_UP && !p->ping_queued && hb_now_ns() - p->last_tx_ns >= interval) {
+    uint64_t now = hb_now_ns();
+    /* A loop whose timer has not run for request-timeout is not held up
+     * by a write but stuck: stop speaking for it, so that the peer
+     * judges this node as it is. */
+    if (p->st == L_UP && !p->ping_queued && now - p->last_tx_ns >= quiet &&
+        now - p->timer_ran_ns < wedged) {
       struct hb_frame ping = { .type = HB_WIRE_PING };
       build(&p->ping_tx, &ping, NULL, 0, NULL, ping_written);
       p->ping_queued = true;
@@ -1814,7 +1831,15 @@ int hb_peer_new(const struct hb_peer_config *cfg, const struct hb_peer_events *e
   p->txq_tail = &p->txq;
   p->pending_tail = &p->pending;
   pthread_mutex_init(&p->lock, NULL);
-  pthread_cond_init(&p->cond, NULL);
+  {
+    /* Naps (the connector's backoff, the keepalive's tick) must not
+     * stretch when the wall clock is stepped back. */
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&p->cond, &ca);
+    pthread_condattr_destroy(&ca);
+  }
   {
     pthread_mutexattr_t attr;
     pthread_mutexattr_init(&attr);

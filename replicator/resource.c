@@ -59,6 +59,9 @@ struct hb_res {
   bool declare_pair;            /* next STATE tells the peer: pair identical */
   bool promoting;               /* our PROMOTE is waiting for the peer's answer */
   int own_requests;             /* replicate()/flush in progress (ev_promote) */
+  int peer_writes;              /* the peer's requests being carried out (atomic) */
+  int peer_writes_closed;       /* a promotion is waiting for them (atomic) */
+  int closing;                  /* hb_res_close has begun (stall() reads it) */
   uint64_t role_epoch;          /* demotions so far (hb_res_client_stale) */
   bool fail_flush;              /* debug flag: fail the peer's FLUSH */
   unsigned stall_flush_ms;      /* debug flag: hold the peer's FLUSH */
@@ -256,10 +259,33 @@ static void apply_failed(struct hb_res *r, uint16_t type, uint64_t off, int err)
   pthread_mutex_unlock(&r->lock);
 }
 
+/* A request from the peer is about to be carried out on the disk: counted,
+ * unless this node is Primary or a promotion is waiting for the count to
+ * drain (false: refuse it, EROFS). Sequentially consistent with
+ * drain_peer_writes: either the request sees the promotion coming, or the
+ * promotion sees the request and waits for it, so a write of the former
+ * Primary (from a link that went down a moment ago) never lands after this
+ * node's own clients have written. */
+static bool peer_write_begin(struct hb_res *r)
+{
+  __atomic_add_fetch(&r->peer_writes, 1, __ATOMIC_SEQ_CST);
+  if (!__atomic_load_n(&r->primary, __ATOMIC_SEQ_CST) &&
+      !__atomic_load_n(&r->peer_writes_closed, __ATOMIC_SEQ_CST))
+    return true;
+  __atomic_sub_fetch(&r->peer_writes, 1, __ATOMIC_SEQ_CST);
+  return false;
+}
+
+static void peer_write_end(struct hb_res *r)
+{
+  __atomic_sub_fetch(&r->peer_writes, 1, __ATOMIC_SEQ_CST);
+}
+
 static void direct_applied(struct hb_req *req)
 {
   struct direct_apply *a = (struct direct_apply *) req;
 
+  peer_write_end(a->res);
   if (req->res < 0)
     apply_failed(a->res, HB_WIRE_WRITE, req->off, req->res);
   hb_peer_reply_local(a->res->peer, a->link, a->id, req->res);
@@ -281,16 +307,8 @@ static void write_now(struct hb_req *call)
   struct direct_apply *a = call->opaque;
   struct hb_res *r = a->res;
 
-  if (__atomic_load_n(&r->primary, __ATOMIC_ACQUIRE)) {
-    /* Promoted since the frame came (the link it came on is gone): a
-     * late write must not land under this node's own clients. */
-    hb_error("%s: the peer sent WRITE while this node is Primary: refused", r->cfg.name);
-    hb_peer_reply_local(r->peer, a->link, a->id, -EROFS);
-    apply_done(r);
-    hb_buf_free(a->req.buf, a->len);
-    free(a);
-    return;
-  }
+  /* Counted since apply_queue (peer_write_begin): a promotion meanwhile
+   * waits for this write. */
   if (r->stall_write_ms)
     stall(r, r->stall_write_ms);
   a->req.res = hb_dev_write_now(&a->req);
@@ -324,7 +342,7 @@ static void apply_queue(struct hb_res *r, const struct hb_frame *f, void *payloa
 {
   struct apply_item *it;
 
-  if (f->type == HB_WIRE_WRITE && !__atomic_load_n(&r->primary, __ATOMIC_ACQUIRE)) {
+  if (f->type == HB_WIRE_WRITE && peer_write_begin(r)) {
     struct direct_apply *a = calloc(1, sizeof *a);
     unsigned flags = f->flags & HB_WIRE_F_FUA ? HB_FUA : 0;
     if (a && hb_dev_prep_write(r->dev, &a->req, payload, f->count, f->offset, flags)) {
@@ -346,6 +364,7 @@ static void apply_queue(struct hb_res *r, const struct hb_frame *f, void *payloa
       return;
     }
     free(a);
+    peer_write_end(r);
   }
   it = malloc(sizeof *it);
 
@@ -374,7 +393,8 @@ static void stall(struct hb_res *r, unsigned ms)
 {
   uint64_t until = hb_now_ns() + (uint64_t) ms * 1000000u;
 
-  while (!__atomic_load_n(&r->apply_stop, __ATOMIC_ACQUIRE) && hb_now_ns() < until)
+  while (!__atomic_load_n(&r->apply_stop, __ATOMIC_ACQUIRE) &&
+         !__atomic_load_n(&r->closing, __ATOMIC_ACQUIRE) && hb_now_ns() < until)
     nanosleep(&(struct timespec) { .tv_nsec = 20000000 }, NULL);
 }
 
@@ -388,7 +408,7 @@ static void *apply_main(void *arg)
   for (;;) {
     struct apply_item *it;
     unsigned flags;
-    bool refused;
+    bool refused, changes;
     int ret;
 
     pthread_mutex_lock(&r->apply_lock);
@@ -406,9 +426,11 @@ static void *apply_main(void *arg)
 
     flags = (it->f.flags & HB_WIRE_F_FUA ? HB_FUA : 0) |
             (it->f.flags & HB_WIRE_F_MAY_TRIM ? HB_MAY_TRIM : 0);
-    refused = __atomic_load_n(&r->primary, __ATOMIC_ACQUIRE);
+    /* A flush changes no data: a promotion need not wait for it. */
+    changes = it->f.type != HB_WIRE_FLUSH;
+    refused = changes ? !peer_write_begin(r) : __atomic_load_n(&r->primary, __ATOMIC_ACQUIRE);
     if (refused) {
-      hb_error("%s: the peer sent %s while this node is Primary: refused",
+      hb_error("%s: the peer sent %s while this node is Primary or being promoted: refused",
                r->cfg.name, hb_wire_type_name(it->f.type));
       ret = -EROFS;
     } else {
@@ -430,6 +452,8 @@ static void *apply_main(void *arg)
         ret = r->fail_flush ? -EIO : hb_flush(r->dev);
         break;
       }
+      if (changes)
+        peer_write_end(r);
     }
     if (ret < 0 && !refused)    /* refused by role: the disk is fine */
       apply_failed(r, it->f.type, it->f.offset, ret);
@@ -713,6 +737,7 @@ void hb_res_close(struct hb_res *r)
   if (!r)
     return;
   hb_ctl_stop(r->ctl);
+  __atomic_store_n(&r->closing, 1, __ATOMIC_RELEASE);   /* cuts stall() short */
   hb_peer_stop(r->peer);
   pthread_mutex_lock(&r->apply_lock);
   __atomic_store_n(&r->apply_stop, true, __ATOMIC_RELEASE);   /* stall() reads it unlocked */
@@ -785,6 +810,40 @@ static int answer_busy(char *msg, size_t len, const char *why)
   return HB_REFUSED_PEER_PRIMARY;
 }
 
+#define PROMOTE_DRAIN_NS (10000ull * 1000000u)
+
+/* Under r->lock, the promotion decided: refuse the peer's requests from
+ * now on and wait (the lock let go: the loop thread may need it to get to
+ * the write it has queued) until those being carried out are done: a
+ * write of the former Primary that the kernel holds up must not land
+ * after this node's own clients have written. Then decide again on what
+ * is known now: the link may have changed meanwhile. */
+static int drain_peer_writes(struct hb_res *r, bool force, char *msg, size_t len)
+{
+  struct hb_node_state seen = r->state;
+  uint64_t deadline = hb_now_ns() + PROMOTE_DRAIN_NS;
+  int left, ret;
+
+  __atomic_store_n(&r->peer_writes_closed, 1, __ATOMIC_SEQ_CST);
+  if (__atomic_load_n(&r->peer_writes, __ATOMIC_SEQ_CST) == 0)
+    return 0;
+  pthread_mutex_unlock(&r->lock);
+  while ((left = __atomic_load_n(&r->peer_writes, __ATOMIC_SEQ_CST)) > 0 &&
+         hb_now_ns() < deadline)
+    nanosleep(&(struct timespec) { .tv_nsec = 1000000 }, NULL);
+  pthread_mutex_lock(&r->lock);
+  if (left > 0)
+    ret = answer_busy(msg, len, "cannot promote: the former Primary's writes are still being "
+                      "written here (a slow or hung disk); retry");
+  else if (r->state.conn != seen.conn || r->state.peer_role != seen.peer_role)
+    ret = answer_busy(msg, len, "cannot promote: the link to the peer changed state; retry");
+  else
+    ret = hb_may_promote(&r->state, force, msg, len);
+  if (ret != 0)
+    send_state_locked(r);       /* takes back a grant we do not use */
+  return ret;
+}
+
 int hb_res_promote(struct hb_res *r, bool force, char *msg, size_t len)
 {
   int ret;
@@ -850,6 +909,8 @@ int hb_res_promote(struct hb_res *r, bool force, char *msg, size_t len)
     nanosleep(&(struct timespec) { .tv_nsec = 10000000 }, NULL);
     pthread_mutex_lock(&r->lock);
   }
+  if (ret == 0 && r->state.role != HB_ROLE_PRIMARY)
+    ret = drain_peer_writes(r, force, msg, len);
   if (ret == 0 && r->state.role != HB_ROLE_PRIMARY) {
     struct hb_node_state before = r->state;
     hb_state_promote(&r->state, force, r->peer_oos);
@@ -859,6 +920,7 @@ int hb_res_promote(struct hb_res *r, bool force, char *msg, size_t len)
     send_state_locked(r);
     hb_info("%s: promoted to Primary%s", r->cfg.name, force ? " (forced)" : "");
   }
+  __atomic_store_n(&r->peer_writes_closed, 0, __ATOMIC_SEQ_CST);   /* primary covers it now */
   pthread_mutex_unlock(&r->lock);
   return ret;
 }

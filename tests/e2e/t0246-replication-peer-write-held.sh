@@ -7,7 +7,11 @@
 # asender). Every write completes replicated, nothing is out of sync, and
 # the disks are identical. Then the same short timeouts still find a node
 # that is really gone: a SIGSTOPped Secondary sends nothing, and the Primary
-# drops it after ping-timeout and goes on alone.
+# drops it after ping-timeout and goes on alone. Last, the Primary is
+# killed while the Secondary still holds its writes, and the Secondary is
+# promoted: the promotion waits until those writes are done (or they are
+# refused), so none of them lands after the new Primary's own clients have
+# written the same blocks.
 set -euo pipefail
 . "$(dirname "$0")/functions.sh"
 requires nbdkit nbdinfo /usr/bin/python3
@@ -59,10 +63,11 @@ h.shutdown()
 PY
 ) || fail "a write failed while the Secondary's writes were held"
 log "$writes writes held ${stall_ms} ms each on bravo were acknowledged after $ms ms"
-# Proof that they waited for the held Secondary (protocol C): at least one
-# full stall; and that bravo's loop was held many times ping-timeout.
-(( ms >= stall_ms - 100 )) ||
-    fail "acknowledged after $ms ms, before the Secondary's stall of $stall_ms ms ended"
+# Proof that they waited for the held Secondary (protocol C), one after the
+# other on its loop thread: bravo's loop was held writes x stall_ms, many
+# times ping-timeout.
+(( ms >= writes * stall_ms - 300 )) ||
+    fail "acknowledged after $ms ms, before $writes stalls of $stall_ms ms in a row ended"
 assert_eq "$(node_field alpha connection)" Connected "alpha's connection after the held writes"
 assert_eq "$(node_field bravo connection)" Connected "bravo's connection after the held writes"
 assert_eq "$(node_field alpha out_of_sync_bytes)" 0 "alpha out_of_sync_bytes"
@@ -100,3 +105,65 @@ assert_eq "$(node_field alpha role)" Primary "alpha's role without its Secondary
 kill -CONT "${HB_PID[bravo]}"
 stop_hablock bravo
 stop_hablock alpha
+
+# A new pair (fresh zero-filled disks, declared identical). Writes go to
+# bravo and are held there; once the first has landed the others are
+# being held or wait in bravo's socket. alpha is killed; bravo hears the
+# link break (its keepalive's send fails) while its loop is still held,
+# and is promoted. The client of the new Primary then writes the same
+# blocks: the former Primary's writes must not overwrite them later.
+truncate -s 0 "$T/alpha.img" "$T/bravo.img"
+truncate -s "$size" "$T/alpha.img" "$T/bravo.img"
+start_hablock --ctl "$T/alpha.ctl" alpha config="$T/r0.conf" node=alpha cache=writeback
+start_hablock --ctl "$T/bravo.ctl" bravo config="$T/r0.conf" node=bravo cache=writeback \
+    -Dhablock.stall_write_ms=$stall_ms
+wait_for 30 "alpha and bravo to connect again" node_is alpha connection Connected
+hactl_on alpha promote --force
+wait_for 10 "bravo to be UpToDate again" node_is bravo disk UpToDate
+/usr/bin/python3 - "${HB_URI[alpha]}" "$T/src.img" "$writes" <<'PY' >/dev/null 2>&1 &
+import nbd, sys
+h = nbd.NBD()
+h.connect_uri(sys.argv[1])
+src = open(sys.argv[2], "rb").read()
+for i in range(int(sys.argv[3])):
+    h.aio_pwrite(src[i << 20:(i << 20) + 65536], i << 20, completion=lambda err: 1)
+while h.aio_in_flight() > 0:
+    h.poll(-1)
+PY
+client=$!
+on_exit "kill $client 2>/dev/null || true"
+wait_for 10 "the first held write to land on bravo" \
+    cmp -s -n 65536 "$T/src.img" "$T/bravo.img"
+kill -9 "${HB_PID[alpha]}"
+wait "${HB_PID[alpha]}" 2>/dev/null || true
+unset "HB_PID[alpha]"
+wait_for 5 "bravo to hear the link break while its writes are held" \
+    sh -c "! '$HACTL' --socket '$T/bravo.ctl' status | grep -q 'connection: *Connected'"
+t0=$(date +%s%N)
+hactl_on bravo promote || fail "bravo's promotion was refused: $(tail -n 3 "${HB_LOG[bravo]}")"
+log "bravo promoted after $(( ($(date +%s%N) - t0) / 1000000 )) ms"
+head -c $(( writes << 20 )) /dev/urandom >"$T/new.img"
+/usr/bin/python3 - "${HB_URI[bravo]}" "$T/new.img" "$writes" <<'PY' || fail "the new Primary's client could not write"
+import nbd, sys
+h = nbd.NBD()
+h.connect_uri(sys.argv[1])
+new = open(sys.argv[2], "rb").read()
+for i in range(int(sys.argv[3])):
+    h.pwrite(new[i << 20:(i << 20) + 65536], i << 20)
+h.flush()
+h.shutdown()
+PY
+# Watch for longer than the rest of the held writes would take: the new
+# client's blocks must stay as it wrote them.
+end=$(( SECONDS + (writes * stall_ms) / 1000 + 1 ))
+while :; do
+    for i in $(seq 0 $(( writes - 1 ))); do
+        cmp -s -n 65536 -i $(( i << 20 )):$(( i << 20 )) "$T/new.img" "$T/bravo.img" ||
+            fail "block $i on the new Primary lost its client's data: a held write of the former Primary landed after promotion"
+    done
+    (( SECONDS < end )) || break
+    sleep 0.5
+done
+log "the new Primary's blocks kept its client's data"
+kill "$client" 2>/dev/null || true
+stop_hablock bravo
