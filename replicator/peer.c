@@ -120,7 +120,7 @@ struct hb_peer {
   size_t rxd_got;
   uint64_t last_rx_ns, last_tx_ns, attach_ns;
   uint64_t timer_due_ns;        /* when the armed timer should fire (0: not armed) */
-  uint64_t timer_ran_ns;        /* the loop's last timer tick (keepalive_main) */
+  uint64_t loop_beat_ns;        /* the loop's last sign of progress (atomic; keepalive_main) */
   char why[256];
 };
 
@@ -1068,7 +1068,7 @@ static void on_timer(struct hb_req *req)
    * read before it, and now - queued_ns would wrap. */
   now = hb_now_ns();
   p->timer_busy = false;
-  p->timer_ran_ns = now;
+  __atomic_store_n(&p->loop_beat_ns, now, __ATOMIC_RELAXED);
   /* A timer that fires this late means this thread was held up (a Secondary's
    * page-cache write the kernel throttled): the peer's frames that came
    * meanwhile may be in completions not yet handled, so its silence proves
@@ -1789,11 +1789,11 @@ static void *keepalive_main(void *arg)
     nap(p, tick);
     link_lock(p);
     uint64_t now = hb_now_ns();
-    /* A loop whose timer has not run for request-timeout is not held up
-     * by a write but stuck: stop speaking for it, so that the peer
-     * judges this node as it is. */
+    /* A loop that has shown no progress (a timer tick, a page-cache write
+     * done) for request-timeout is not held up by a write but stuck: stop
+     * speaking for it, so that the peer judges this node as it is. */
     if (p->st == L_UP && !p->ping_queued && now - p->last_tx_ns >= quiet &&
-        now - p->timer_ran_ns < wedged) {
+        now - __atomic_load_n(&p->loop_beat_ns, __ATOMIC_RELAXED) < wedged) {
       struct hb_frame ping = { .type = HB_WIRE_PING };
       build(&p->ping_tx, &ping, NULL, 0, NULL, ping_written);
       p->ping_queued = true;
@@ -1803,6 +1803,11 @@ static void *keepalive_main(void *arg)
     link_unlock(p, false);
   }
   return NULL;
+}
+
+void hb_peer_loop_beat(struct hb_peer *p)
+{
+  __atomic_store_n(&p->loop_beat_ns, hb_now_ns(), __ATOMIC_RELAXED);
 }
 
 /* ---- setup ---- */

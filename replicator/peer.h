@@ -124,6 +124,11 @@ void hb_peer_reply(struct hb_peer *p, uint64_t link, uint64_t id, int err);
 void hb_peer_reply_local(struct hb_peer *p, uint64_t link, uint64_t id, int err);
 /* Any thread: the apply side has room again (after apply returned false). */
 void hb_peer_resume(struct hb_peer *p);
+
+/* The loop thread made progress outside the link (a Secondary's page-cache
+ * write is done): the keepalive goes on speaking for a loop that is held
+ * up, not for one that is stuck. */
+void hb_peer_loop_beat(struct hb_peer *p);
 /* Any thread: tell the peer our role and disk state. */
 void hb_peer_send_state(struct hb_peer *p, const struct hb_state_msg *s);
 /* Any thread: allow or forbid connecting (hactl connect / disconnect);

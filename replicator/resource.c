@@ -269,8 +269,12 @@ static void apply_failed(struct hb_res *r, uint16_t type, uint64_t off, int err)
 static bool peer_write_begin(struct hb_res *r)
 {
   __atomic_add_fetch(&r->peer_writes, 1, __ATOMIC_SEQ_CST);
-  if (!__atomic_load_n(&r->primary, __ATOMIC_SEQ_CST) &&
-      !__atomic_load_n(&r->peer_writes_closed, __ATOMIC_SEQ_CST))
+  /* The door first, then the role: the promotion opens the door again
+   * only after it has published the role, so a request that finds the
+   * door open either came before the promotion closed it (and the drain
+   * counts it) or comes after the role says Primary. */
+  if (!__atomic_load_n(&r->peer_writes_closed, __ATOMIC_SEQ_CST) &&
+      !__atomic_load_n(&r->primary, __ATOMIC_SEQ_CST))
     return true;
   __atomic_sub_fetch(&r->peer_writes, 1, __ATOMIC_SEQ_CST);
   return false;
@@ -312,6 +316,7 @@ static void write_now(struct hb_req *call)
   if (r->stall_write_ms)
     stall(r, r->stall_write_ms);
   a->req.res = hb_dev_write_now(&a->req);
+  hb_peer_loop_beat(r->peer);   /* held, not stuck: the keepalive goes on */
   direct_applied(&a->req);
 }
 
@@ -484,6 +489,11 @@ static int ev_promote(void *opaque)
   if (r->state.role == HB_ROLE_PRIMARY) {
     hb_info("%s: refused the peer's promotion: this node is Primary", r->cfg.name);
     ret = -EBUSY;
+  } else if (__atomic_load_n(&r->peer_writes_closed, __ATOMIC_SEQ_CST)) {
+    /* Our own promotion is waiting for the former Primary's writes (the
+     * link went down and came back meanwhile): ours is decided again
+     * once they are done; the requester asks again. */
+    ret = -EAGAIN;
   } else if (r->promoting && r->cfg.self < r->cfg.peer) {
     hb_info("%s: refused the peer's promotion: this node asked first in order", r->cfg.name);
     ret = -EBUSY;
@@ -810,7 +820,8 @@ static int answer_busy(char *msg, size_t len, const char *why)
   return HB_REFUSED_PEER_PRIMARY;
 }
 
-#define PROMOTE_DRAIN_NS (10000ull * 1000000u)
+/* Well inside hactl's own 10 s wait, with the PROMOTE exchange's 2 s. */
+#define PROMOTE_DRAIN_NS (5000ull * 1000000u)
 
 /* Under r->lock, the promotion decided: refuse the peer's requests from
  * now on and wait (the lock let go: the loop thread may need it to get to
@@ -825,8 +836,10 @@ static int drain_peer_writes(struct hb_res *r, bool force, char *msg, size_t len
   int left, ret;
 
   __atomic_store_n(&r->peer_writes_closed, 1, __ATOMIC_SEQ_CST);
-  if (__atomic_load_n(&r->peer_writes, __ATOMIC_SEQ_CST) == 0)
+  if ((left = __atomic_load_n(&r->peer_writes, __ATOMIC_SEQ_CST)) == 0)
     return 0;
+  hb_info("%s: promoting: waiting for %d request%s of the former Primary still being "
+          "carried out here", r->cfg.name, left, left == 1 ? "" : "s");
   pthread_mutex_unlock(&r->lock);
   while ((left = __atomic_load_n(&r->peer_writes, __ATOMIC_SEQ_CST)) > 0 &&
          hb_now_ns() < deadline)
@@ -837,8 +850,12 @@ static int drain_peer_writes(struct hb_res *r, bool force, char *msg, size_t len
                       "written here (a slow or hung disk); retry");
   else if (r->state.conn != seen.conn || r->state.peer_role != seen.peer_role)
     ret = answer_busy(msg, len, "cannot promote: the link to the peer changed state; retry");
-  else
-    ret = hb_may_promote(&r->state, force, msg, len);
+  else if ((ret = hb_may_promote(&r->state, force, msg, len)) == 0 && !force && r->peer_oos &&
+           hb_conn_is_connected(r->state.conn))
+    ret = answer_busy(msg, len, "cannot promote: the peer has blocks this node does not; "
+                      "promote the peer instead");
+  if (left == 0)
+    hb_info("%s: promoting: the former Primary's requests are done", r->cfg.name);
   if (ret != 0)
     send_state_locked(r);       /* takes back a grant we do not use */
   return ret;

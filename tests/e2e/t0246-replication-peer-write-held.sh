@@ -19,7 +19,14 @@ requires nbdkit nbdinfo /usr/bin/python3
 skip_unless "python3-libnbd is not installed" /usr/bin/python3 -c 'import nbd'
 
 size=$((8 << 20))
-ping_interval_ms=100 ping_timeout_ms=400 stall_ms=1500 writes=4
+# Timeouts short enough for a test, long enough for a loaded (or
+# sanitized) two-core machine to schedule a thread within them.
+ping_interval_ms=250 ping_timeout_ms=1000 stall_ms=2500 writes=4
+# The last part holds writes for less (a promotion waits at most 5 s for
+# them, and up to three may be in progress), and small ones: all four
+# reach bravo's socket before the first is written (64 KiB ones could wait
+# for bravo's receive window, and die with the Primary).
+stall3_ms=1000
 make_pair "$size" cert
 sed -i -e "s/^ping-interval = .*/ping-interval = ${ping_interval_ms}ms/" \
     -e "s/^ping-timeout = .*/ping-timeout = ${ping_timeout_ms}ms\nrequest-timeout = 30s/" "$T/r0.conf"
@@ -116,7 +123,7 @@ truncate -s 0 "$T/alpha.img" "$T/bravo.img"
 truncate -s "$size" "$T/alpha.img" "$T/bravo.img"
 start_hablock --ctl "$T/alpha.ctl" alpha config="$T/r0.conf" node=alpha cache=writeback
 start_hablock --ctl "$T/bravo.ctl" bravo config="$T/r0.conf" node=bravo cache=writeback \
-    -Dhablock.stall_write_ms=$stall_ms
+    -Dhablock.stall_write_ms=$stall3_ms
 wait_for 30 "alpha and bravo to connect again" node_is alpha connection Connected
 hactl_on alpha promote --force
 wait_for 10 "bravo to be UpToDate again" node_is bravo disk UpToDate
@@ -126,20 +133,28 @@ h = nbd.NBD()
 h.connect_uri(sys.argv[1])
 src = open(sys.argv[2], "rb").read()
 for i in range(int(sys.argv[3])):
-    h.aio_pwrite(src[i << 20:(i << 20) + 65536], i << 20, completion=lambda err: 1)
+    h.aio_pwrite(src[i << 20:(i << 20) + 4096], i << 20, completion=lambda err: 1)
 while h.aio_in_flight() > 0:
     h.poll(-1)
 PY
 client=$!
 on_exit "kill $client 2>/dev/null || true"
-wait_for 10 "the first held write to land on bravo" \
-    cmp -s -n 65536 "$T/src.img" "$T/bravo.img"
+# The first to land, whichever it is (alpha's workers send in any order).
+one_landed() {
+    local i
+    for i in $(seq 0 $(( writes - 1 ))); do
+        cmp -s -n 4096 -i $(( i << 20 )):$(( i << 20 )) "$T/src.img" "$T/bravo.img" && return 0
+    done
+    return 1
+}
+wait_for 10 "the first held write to land on bravo" one_landed
 kill -9 "${HB_PID[alpha]}"
 wait "${HB_PID[alpha]}" 2>/dev/null || true
 unset "HB_PID[alpha]"
 wait_for 5 "bravo to hear the link break while its writes are held" \
     sh -c "! '$HACTL' --socket '$T/bravo.ctl' status | grep -q 'connection: *Connected'"
 t0=$(date +%s%N)
+log_mark bravo
 hactl_on bravo promote || fail "bravo's promotion was refused: $(tail -n 3 "${HB_LOG[bravo]}")"
 log "bravo promoted after $(( ($(date +%s%N) - t0) / 1000000 )) ms"
 head -c $(( writes << 20 )) /dev/urandom >"$T/new.img"
@@ -149,21 +164,26 @@ h = nbd.NBD()
 h.connect_uri(sys.argv[1])
 new = open(sys.argv[2], "rb").read()
 for i in range(int(sys.argv[3])):
-    h.pwrite(new[i << 20:(i << 20) + 65536], i << 20)
+    h.pwrite(new[i << 20:(i << 20) + 4096], i << 20)
 h.flush()
 h.shutdown()
 PY
 # Watch for longer than the rest of the held writes would take: the new
 # client's blocks must stay as it wrote them.
-end=$(( SECONDS + (writes * stall_ms) / 1000 + 1 ))
+end=$(( SECONDS + (writes * stall3_ms) / 1000 + 1 ))
 while :; do
     for i in $(seq 0 $(( writes - 1 ))); do
-        cmp -s -n 65536 -i $(( i << 20 )):$(( i << 20 )) "$T/new.img" "$T/bravo.img" ||
+        cmp -s -n 4096 -i $(( i << 20 )):$(( i << 20 )) "$T/new.img" "$T/bravo.img" ||
             fail "block $i on the new Primary lost its client's data: a held write of the former Primary landed after promotion"
     done
     (( SECONDS < end )) || break
     sleep 0.5
 done
 log "the new Primary's blocks kept its client's data"
+# The case this part is for: a write of the former Primary was still being
+# carried out when the promotion was decided.
+log_since bravo | grep -q 'promoting: waiting for [0-9]* request' ||
+    fail "bravo's promotion found no write of the former Primary in progress: $(log_since bravo | tail -n 5)"
+log "bravo: $(log_since bravo | grep -m1 'promoting: waiting')"
 kill "$client" 2>/dev/null || true
 stop_hablock bravo
