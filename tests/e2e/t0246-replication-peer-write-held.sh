@@ -42,12 +42,12 @@ wait_for 30 "alpha and bravo to connect" node_is alpha connection Connected
 hactl_on alpha promote --force
 wait_for 10 "bravo to be UpToDate" node_is bravo disk UpToDate
 
-# $writes writes of 64 KiB at once, each to its own place: bravo's loop is
-# held for writes x stall_ms in a row, many times ping-timeout. Prints the
-# time until the last was acknowledged, in ms.
-log_mark alpha; log_mark bravo
-head -c "$size" /dev/urandom >"$T/src.img"
-ms=$(/usr/bin/python3 - "${HB_URI[alpha]}" "$T/src.img" "$writes" <<'PY'
+# held_writes: $writes writes of 64 KiB at once from $T/src.img, each to
+# its own place, on alpha: bravo's loop is held for writes x stall_ms in a
+# row, many times ping-timeout. Prints the time until the last was
+# acknowledged, in ms.
+held_writes() {
+    /usr/bin/python3 - "${HB_URI[alpha]}" "$T/src.img" "$writes" <<'PY'
 import nbd, os, sys, time
 h = nbd.NBD()
 h.connect_uri(sys.argv[1])
@@ -68,28 +68,38 @@ if errors:
 print(int((time.monotonic() - t) * 1000))
 h.shutdown()
 PY
-) || fail "a write failed while the Secondary's writes were held"
-log "$writes writes held ${stall_ms} ms each on bravo were acknowledged after $ms ms"
-# Proof that they waited for the held Secondary (protocol C), one after the
-# other on its loop thread: bravo's loop was held writes x stall_ms, many
-# times ping-timeout.
-(( ms >= writes * stall_ms - 300 )) ||
-    fail "acknowledged after $ms ms, before $writes stalls of $stall_ms ms in a row ended"
-assert_eq "$(node_field alpha connection)" Connected "alpha's connection after the held writes"
-assert_eq "$(node_field bravo connection)" Connected "bravo's connection after the held writes"
-assert_eq "$(node_field alpha out_of_sync_bytes)" 0 "alpha out_of_sync_bytes"
-if log_since alpha | grep -E 'ping timeout|lost the peer'; then
-    fail "alpha dropped a live Secondary whose writes were held"
-fi
-if log_since bravo | grep -E 'ping timeout|lost the peer'; then
-    fail "bravo dropped the link while its own writes were held"
-fi
-for i in $(seq 0 $(( writes - 1 ))); do
-    cmp -s -n 65536 -i $(( i << 20 )):$(( i << 20 )) "$T/src.img" "$T/alpha.img" ||
-        fail "alpha's disk lacks write $i"
-done
-assert_same_bytes "$T/alpha.img" "$T/bravo.img" "bravo's disk against alpha's"
-log "the link stayed up and the disks are identical"
+}
+
+# check_held STALL_MS: run held_writes and check what must be true.
+check_held() {
+    local stall=$1 ms i
+    log_mark alpha; log_mark bravo
+    ms=$(held_writes) || fail "a write failed while the Secondary's writes were held"
+    log "$writes writes held $stall ms each on bravo were acknowledged after $ms ms"
+    # Proof that they waited for the held Secondary (protocol C), one after
+    # the other on its loop thread: bravo's loop was held writes x stall,
+    # many times ping-timeout.
+    (( ms >= writes * stall - 300 )) ||
+        fail "acknowledged after $ms ms, before $writes stalls of $stall ms in a row ended"
+    assert_eq "$(node_field alpha connection)" Connected "alpha's connection after the held writes"
+    assert_eq "$(node_field bravo connection)" Connected "bravo's connection after the held writes"
+    assert_eq "$(node_field alpha out_of_sync_bytes)" 0 "alpha out_of_sync_bytes"
+    if log_since alpha | grep -E 'ping timeout|lost the peer'; then
+        fail "alpha dropped a live Secondary whose writes were held"
+    fi
+    if log_since bravo | grep -E 'ping timeout|lost the peer'; then
+        fail "bravo dropped the link while its own writes were held"
+    fi
+    for i in $(seq 0 $(( writes - 1 ))); do
+        cmp -s -n 65536 -i $(( i << 20 )):$(( i << 20 )) "$T/src.img" "$T/alpha.img" ||
+            fail "alpha's disk lacks write $i"
+    done
+    assert_same_bytes "$T/alpha.img" "$T/bravo.img" "bravo's disk against alpha's"
+    log "the link stayed up and the disks are identical"
+}
+
+head -c "$size" /dev/urandom >"$T/src.img"
+check_held "$stall_ms"
 
 # The keepalive must not keep a dead node alive: SIGSTOP bravo, and a write
 # on alpha completes alone after about ping-timeout.
@@ -187,3 +197,24 @@ log_since bravo | grep -q 'promoting: waiting for [0-9]* request' ||
 log "bravo: $(log_since bravo | grep -m1 'promoting: waiting')"
 kill "$client" 2>/dev/null || true
 stop_hablock bravo
+
+# The same held writes over a plaintext link (tls = off) on the libaio
+# loop (io_uring forced off): the keepalive and the loop's own sends on
+# the other engine and the other channel. (alpha was killed above.)
+sed -e '/^ca = \|^cert = \|^key = /d' -e 's/^\[tls\]$/[tls]\nmode = off/' \
+    "$T/r0.conf" >"$T/r0-plain.conf"
+grep -q '^mode = off$' "$T/r0-plain.conf" || fail "could not make $T/r0-plain.conf"
+truncate -s 0 "$T/alpha.img" "$T/bravo.img"
+truncate -s "$size" "$T/alpha.img" "$T/bravo.img"
+start_hablock --ctl "$T/alpha.ctl" alpha config="$T/r0-plain.conf" node=alpha cache=writeback \
+    -Dhablock.force_aio_fallback=1
+start_hablock --ctl "$T/bravo.ctl" bravo config="$T/r0-plain.conf" node=bravo cache=writeback \
+    -Dhablock.force_aio_fallback=1 -Dhablock.stall_write_ms=1500
+wait_for 30 "alpha and bravo to connect in plaintext" node_is alpha connection Connected
+assert_eq "$(node_field bravo tls.enabled)" false "bravo's tls.enabled"
+assert_eq "$(node_field bravo loop_backend)" aio "bravo's loop backend"
+hactl_on alpha promote --force
+wait_for 10 "bravo to be UpToDate (plaintext)" node_is bravo disk UpToDate
+check_held 1500
+stop_hablock bravo
+stop_hablock alpha
