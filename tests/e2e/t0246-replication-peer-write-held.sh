@@ -33,14 +33,24 @@ sed -i -e "s/^ping-interval = .*/ping-interval = ${ping_interval_ms}ms/" \
 grep -q "^ping-timeout = ${ping_timeout_ms}ms\$" "$T/r0.conf" &&
     grep -q "^ping-interval = ${ping_interval_ms}ms\$" "$T/r0.conf" ||
     fail "could not set the timeouts in $T/r0.conf: $(cat "$T/r0.conf")"
-# cache=writeback: the Secondary writes through the page cache on its loop
-# thread (with O_DIRECT its writes go through the ring and never hold it).
-start_hablock --ctl "$T/alpha.ctl" alpha config="$T/r0.conf" node=alpha cache=writeback
-start_hablock --ctl "$T/bravo.ctl" bravo config="$T/r0.conf" node=bravo cache=writeback \
-    -Dhablock.stall_write_ms=$stall_ms
-wait_for 30 "alpha and bravo to connect" node_is alpha connection Connected
-hactl_on alpha promote --force
-wait_for 10 "bravo to be UpToDate" node_is bravo disk UpToDate
+# start_held_pair CONF STALL_MS [NBDKIT-OPTION...]: both nodes on fresh
+# zero-filled disks, bravo's writes from the Primary held STALL_MS each,
+# alpha promoted (the pair declared identical). cache=writeback: the
+# Secondary writes through the page cache on its loop thread (with O_DIRECT
+# its writes go through the ring and never hold it).
+start_held_pair() {
+    local conf=$1 stall=$2; shift 2
+    truncate -s 0 "$T/alpha.img" "$T/bravo.img"
+    truncate -s "$size" "$T/alpha.img" "$T/bravo.img"
+    start_hablock --ctl "$T/alpha.ctl" alpha config="$conf" node=alpha cache=writeback "$@"
+    start_hablock --ctl "$T/bravo.ctl" bravo config="$conf" node=bravo cache=writeback "$@" \
+        -Dhablock.stall_write_ms="$stall"
+    wait_for 30 "alpha and bravo to connect" node_is alpha connection Connected
+    hactl_on alpha promote --force
+    wait_for 10 "bravo to be UpToDate" node_is bravo disk UpToDate
+}
+
+start_held_pair "$T/r0.conf" "$stall_ms"
 
 # held_writes: $writes writes of 64 KiB at once from $T/src.img, each to
 # its own place, on alpha: bravo's loop is held for writes x stall_ms in a
@@ -129,14 +139,7 @@ stop_hablock alpha
 # link break (its keepalive's send fails) while its loop is still held,
 # and is promoted. The client of the new Primary then writes the same
 # blocks: the former Primary's writes must not overwrite them later.
-truncate -s 0 "$T/alpha.img" "$T/bravo.img"
-truncate -s "$size" "$T/alpha.img" "$T/bravo.img"
-start_hablock --ctl "$T/alpha.ctl" alpha config="$T/r0.conf" node=alpha cache=writeback
-start_hablock --ctl "$T/bravo.ctl" bravo config="$T/r0.conf" node=bravo cache=writeback \
-    -Dhablock.stall_write_ms=$stall3_ms
-wait_for 30 "alpha and bravo to connect again" node_is alpha connection Connected
-hactl_on alpha promote --force
-wait_for 10 "bravo to be UpToDate again" node_is bravo disk UpToDate
+start_held_pair "$T/r0.conf" "$stall3_ms"
 /usr/bin/python3 - "${HB_URI[alpha]}" "$T/src.img" "$writes" <<'PY' >/dev/null 2>&1 &
 import nbd, sys
 h = nbd.NBD()
@@ -204,17 +207,9 @@ stop_hablock bravo
 sed -e '/^ca = \|^cert = \|^key = /d' -e 's/^\[tls\]$/[tls]\nmode = off/' \
     "$T/r0.conf" >"$T/r0-plain.conf"
 grep -q '^mode = off$' "$T/r0-plain.conf" || fail "could not make $T/r0-plain.conf"
-truncate -s 0 "$T/alpha.img" "$T/bravo.img"
-truncate -s "$size" "$T/alpha.img" "$T/bravo.img"
-start_hablock --ctl "$T/alpha.ctl" alpha config="$T/r0-plain.conf" node=alpha cache=writeback \
-    -Dhablock.force_aio_fallback=1
-start_hablock --ctl "$T/bravo.ctl" bravo config="$T/r0-plain.conf" node=bravo cache=writeback \
-    -Dhablock.force_aio_fallback=1 -Dhablock.stall_write_ms=1500
-wait_for 30 "alpha and bravo to connect in plaintext" node_is alpha connection Connected
+start_held_pair "$T/r0-plain.conf" 1500 -Dhablock.force_aio_fallback=1
 assert_eq "$(node_field bravo tls.enabled)" false "bravo's tls.enabled"
 assert_eq "$(node_field bravo loop_backend)" aio "bravo's loop backend"
-hactl_on alpha promote --force
-wait_for 10 "bravo to be UpToDate (plaintext)" node_is bravo disk UpToDate
 check_held 1500
 stop_hablock bravo
 stop_hablock alpha
