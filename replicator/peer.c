@@ -251,6 +251,16 @@ static void ping_written(struct hb_txitem *it)
   p->ping_queued = false;
 }
 
+/* Under link_lock, no PING queued: queue one. */
+static void queue_ping(struct hb_peer *p)
+{
+  struct hb_frame ping = { .type = HB_WIRE_PING };
+
+  build(&p->ping_tx, &ping, NULL, 0, NULL, ping_written);
+  p->ping_queued = true;
+  txq_push(p, &p->ping_tx);
+}
+
 static void pong_written(struct hb_txitem *it)
 {
   struct hb_peer *p = (struct hb_peer *) ((char *) it - offsetof(struct hb_peer, pong_tx));
@@ -382,12 +392,36 @@ static bool link_fill(struct hb_peer *p)
 
 /* Loop thread: move queued frames into the channel, then start a send of
  * its output. */
+/* Under link_lock, no send in flight: the channel's output leaves through
+ * this thread's own send(2), as far as the socket takes it at once, while
+ * each contiguous run of it is at most max bytes. 0, or the -errno of a
+ * failed send (the link is not ended here); a link_fill that fails ends
+ * the link itself (p->st says so). */
+static int send_direct(struct hb_peer *p, size_t max)
+{
+  const void *out;
+  size_t n;
+
+  while (link_fill(p) && !p->tx_busy && (n = ch_pending_out(p, &out)) > 0 && n <= max) {
+    ssize_t w = send(p->fd, out, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (w < 0 && errno == EINTR)
+      continue;
+    if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+      break;
+    if (w <= 0)
+      return w < 0 ? -errno : -EIO;
+    p->last_tx_ns = hb_now_ns();
+    ch_consume_out(p, (size_t) w);
+  }
+  return 0;
+}
+
 static void link_flush(struct hb_peer *p)
 {
   const void *out;
   size_t n;
 
-  if (p->st == L_DOWN || p->st == L_CLOSING || !link_fill(p) || p->tx_busy)
+  if (p->st == L_DOWN || p->st == L_CLOSING || p->tx_busy)
     return;
   /* Small output (answers, pings, a few small frames: all a Secondary
    * sends) leaves at once through our own send(2), as far as the socket
@@ -396,23 +430,14 @@ static void link_flush(struct hb_peer *p)
    * Secondary a send is in flight only while the socket is full, and the
    * keepalive thread can send while the loop writes into the page cache:
    * an io_uring send prepared just before such a write would stay "in
-   * flight" until the write is over, and hold everything behind it. */
-  while ((n = ch_pending_out(p, &out)) > 0 && n <= LOOP_SEND_MAX) {
-    ssize_t w = send(p->fd, out, n, MSG_DONTWAIT | MSG_NOSIGNAL);
-    if (w < 0 && errno == EINTR)
-      continue;
-    /* A full socket, or an error: the ring's send takes the rest and
-     * reports the error from its completion, as before. The callers
-     * (a failed handshake sending its alert, attach) count on
-     * link_flush not ending the link on a send error. */
-    if (w <= 0)
-      break;
-    p->last_tx_ns = hb_now_ns();
-    ch_consume_out(p, (size_t) w);
-    if (!link_fill(p))
-      return;
-  }
-  if ((n = ch_pending_out(p, &out)) == 0)
+   * flight" until the write is over, and hold everything behind it. A
+   * full socket, or an error: the ring's send takes the rest and reports
+   * the error from its completion, as before. The callers (a failed
+   * handshake sending its alert, attach) count on link_flush not ending
+   * the link on a send error. send_direct moves queued frames into the
+   * channel first (link_fill), which may end the link. */
+  send_direct(p, LOOP_SEND_MAX);
+  if (p->st == L_DOWN || p->st == L_CLOSING || (n = ch_pending_out(p, &out)) == 0)
     return;
   p->tx_busy = true;
   p->tx_inflight = n;
@@ -433,22 +458,13 @@ static void on_link_call(struct hb_req *req);
 static void link_flush_direct(struct hb_peer *p)
 {
   const void *out;
-  size_t n;
 
   if (p->st != L_UP)
     return;
-  while (link_fill(p) && !p->tx_busy && (n = ch_pending_out(p, &out)) > 0) {
-    ssize_t w = send(p->fd, out, n, MSG_DONTWAIT | MSG_NOSIGNAL);
-    if (w < 0 && errno == EINTR)
-      continue;
-    if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-      break;
-    if (w <= 0) {
-      link_fail(p, "send: %s", w < 0 ? strerror(errno) : "no progress");
-      return;
-    }
-    p->last_tx_ns = hb_now_ns();
-    ch_consume_out(p, (size_t) w);
+  int r = send_direct(p, SIZE_MAX);
+  if (r < 0 && p->st == L_UP) {
+    link_fail(p, "send: %s", r == -EIO ? "no progress" : strerror(-r));
+    return;
   }
   if (p->st != L_UP || p->tx_busy || p->kick_queued)
     return;
@@ -1103,10 +1119,7 @@ static void on_timer(struct hb_req *req)
                 (unsigned long long) p->pending->frame.offset, p->cfg.request_timeout_ms);
     } else if (now - p->last_rx_ns >= (uint64_t) p->cfg.ping_interval_ms * 1000000u &&
                !p->ping_queued) {
-      struct hb_frame ping = { .type = HB_WIRE_PING };
-      build(&p->ping_tx, &ping, NULL, 0, NULL, ping_written);
-      p->ping_queued = true;
-      txq_push(p, &p->ping_tx);
+      queue_ping(p);
       link_flush(p);
     }
   } else if ((p->st == L_TLS || p->st == L_HELLO) &&
@@ -1119,8 +1132,6 @@ static void on_timer(struct hb_req *req)
       .timeout_ns = (uint64_t) (p->cfg.ping_interval_ms < 200 ? p->cfg.ping_interval_ms : 200) * 1000000u };
     p->timer_due_ns = now + p->timer_req.timeout_ns;
     hb_loop_submit_local(p->loop, &p->timer_req);
-  } else if (!p->timer_busy) {
-    p->timer_due_ns = 0;
   }
   link_unlock(p, true);
 }
@@ -1794,10 +1805,7 @@ static void *keepalive_main(void *arg)
      * speaking for it, so that the peer judges this node as it is. */
     if (p->st == L_UP && !p->ping_queued && now - p->last_tx_ns >= quiet &&
         now - __atomic_load_n(&p->loop_beat_ns, __ATOMIC_RELAXED) < wedged) {
-      struct hb_frame ping = { .type = HB_WIRE_PING };
-      build(&p->ping_tx, &ping, NULL, 0, NULL, ping_written);
-      p->ping_queued = true;
-      txq_push(p, &p->ping_tx);
+      queue_ping(p);
       link_flush_direct(p);
     }
     link_unlock(p, false);
