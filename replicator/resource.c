@@ -820,6 +820,19 @@ static int answer_busy(char *msg, size_t len, const char *why)
   return HB_REFUSED_PEER_PRIMARY;
 }
 
+/* Under r->lock: the role rules (role.c), and a connected peer that has
+ * blocks this node does not is promoted instead, unless forced. */
+static int may_promote_locked(struct hb_res *r, bool force, char *msg, size_t len)
+{
+  int ret = hb_may_promote(&r->state, force, msg, len);
+
+  if (ret == 0 && !force && r->peer_oos && r->state.role != HB_ROLE_PRIMARY &&
+      hb_conn_is_connected(r->state.conn))
+    ret = answer_busy(msg, len, "cannot promote: the peer has blocks this node does not; "
+                      "promote the peer instead");
+  return ret;
+}
+
 /* Well inside hactl's own 10 s wait, with the PROMOTE exchange's 2 s. */
 #define PROMOTE_DRAIN_NS (5000ull * 1000000u)
 
@@ -850,10 +863,8 @@ static int drain_peer_writes(struct hb_res *r, bool force, char *msg, size_t len
                       "written here (a slow or hung disk); retry");
   else if (r->state.conn != seen.conn || r->state.peer_role != seen.peer_role)
     ret = answer_busy(msg, len, "cannot promote: the link to the peer changed state; retry");
-  else if ((ret = hb_may_promote(&r->state, force, msg, len)) == 0 && !force && r->peer_oos &&
-           hb_conn_is_connected(r->state.conn))
-    ret = answer_busy(msg, len, "cannot promote: the peer has blocks this node does not; "
-                      "promote the peer instead");
+  else
+    ret = may_promote_locked(r, force, msg, len);
   if (left == 0)
     hb_info("%s: promoting: the former Primary's requests are done", r->cfg.name);
   if (ret != 0)
@@ -874,11 +885,7 @@ int hb_res_promote(struct hb_res *r, bool force, char *msg, size_t len)
     struct hb_peer_io io;
     int pr;
 
-    ret = hb_may_promote(&r->state, force, msg, len);
-    if (ret == 0 && !force && r->peer_oos && r->state.role != HB_ROLE_PRIMARY &&
-        hb_conn_is_connected(r->state.conn))
-      ret = answer_busy(msg, len, "cannot promote: the peer has blocks this node does not; "
-                        "promote the peer instead");
+    ret = may_promote_locked(r, force, msg, len);
     if (ret != 0 || r->state.role == HB_ROLE_PRIMARY || !hb_conn_is_connected(r->state.conn))
       break;
     if (r->promoting) {
