@@ -538,6 +538,13 @@ static char *read_line(char *buf, int num, void *stream)
     s++;
     len--;
   }
+  /* inih drops a byte-order mark at the start of the line it is handed
+   * on line 1 too: a second one, or one after blanks, would hide the
+   * line from our checks (found by fuzzing). */
+  if (p->line == 1 && len >= 3 && memcmp(s, "\xEF\xBB\xBF", 3) == 0) {
+    fail(p, p->line, EINVAL, "a byte-order mark that is not the file's first bytes");
+    return NULL;
+  }
   bool comment = len && (*s == ';' || *s == '#');
   if (len > (size_t) num - 2) {
     if (!comment) {

@@ -430,6 +430,10 @@ static const struct err_case err_cases[] = {
     "r0.conf:1: name: key outside any section (put it under [resource], [tls] "
     "or [node NAME])"),
   E("missing ]", "[resource\n", "r0.conf:1: missing ']' in section header"),
+  E("two byte-order marks", "\xEF\xBB\xBF\xEF\xBB\xBF[x=y]\n" RES,
+    "r0.conf:1: a byte-order mark that is not the file's first bytes"),
+  E("byte-order mark after a blank", "\t\xEF\xBB\xBF[=\n" RES,
+    "r0.conf:1: a byte-order mark that is not the file's first bytes"),
   E("text after ]", "[resource] name = r0\n",
     "r0.conf:1: text after ']' in section header"),
   E("no =", RES "just some words\n", "r0.conf:3: expected KEY = VALUE or [SECTION]"),
