@@ -288,4 +288,7 @@ static struct nbdkit_plugin plugin = {
   .errno_is_preserved = 0,
 };
 
+/* nbdkit's macro defines it without a declaration (clang's
+ * -Wmissing-prototypes). */
+struct nbdkit_plugin *plugin_init(void);
 NBDKIT_REGISTER_PLUGIN(plugin)

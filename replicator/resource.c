@@ -125,6 +125,7 @@ static void mark_oos(struct hb_res *r, uint64_t off, uint64_t len)
 
 /* The peer failed a request it had accepted: exclude it (StandAlone until
  * `hactl connect`) and say why. Any thread. */
+__attribute__((format(printf, 2, 3)))
 static void go_alone(struct hb_res *r, const char *fmt, ...)
 {
   char why[256];
