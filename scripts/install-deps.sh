@@ -6,6 +6,7 @@ set -euo pipefail
 packages=(
   # build
   gcc meson ninja-build pkg-config
+  clang libclang-rt-14-dev   # the fuzz build (libFuzzer)
   nbdkit nbdkit-plugin-dev liburing-dev libaio-dev libssl-dev libinih-dev libcmocka-dev
   # clients and tools used by the tests, the demo and the benchmark
   libnbd-bin python3-libnbd fuse3 fio   # libnbd-bin carries nbdfuse qemu-utils qemu-system-x86 qemu-block-extra

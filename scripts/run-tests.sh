@@ -2,7 +2,9 @@
 # The whole test suite, from a fresh Debian 12 machine: install the
 # dependencies, build twice (plain, and with AddressSanitizer +
 # UndefinedBehaviorSanitizer), run every suite in both, and end with one line
-# "N passed, N failed, N skipped".
+# "N passed, N failed, N skipped". The full run also builds build-fuzz
+# (clang, libFuzzer, ASan, UBSan) and runs each fuzz target for
+# HB_FUZZ_SECONDS (30) of coverage-guided search (tests/fuzz/).
 #   scripts/run-tests.sh [--quick] [meson test args...]
 # --quick runs the plain build only.
 set -euo pipefail
@@ -16,6 +18,10 @@ builds=(build)
 [ $quick = 1 ] || builds+=(build-asan)
 bash scripts/build.sh build
 [ $quick = 1 ] || bash scripts/build.sh build-asan -Db_sanitize=address,undefined -Db_lundef=false
+if [ $quick = 0 ] && [ $# -eq 0 ]; then
+  builds+=(build-fuzz)
+  CC=clang bash scripts/build.sh build-fuzz -Dfuzz=true -Db_sanitize=address,undefined -Db_lundef=false
+fi
 
 # Sanitizer reports fail the test that triggered them.
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
