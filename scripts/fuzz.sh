@@ -27,8 +27,8 @@ for t in "${targets[@]}"; do
   [ -d "tests/fuzz/corpus/$t" ] || { echo "fuzz.sh: unknown target $t" >&2; exit 2; }
 done
 command -v clang >/dev/null || { echo "fuzz.sh: clang not found (apt-get install clang libclang-rt-14-dev)" >&2; exit 3; }
-[ -n "$(clang -print-file-name=libclang_rt.fuzzer-x86_64.a | grep /)" ] &&
-  [ -f "$(clang -print-file-name=libclang_rt.fuzzer-x86_64.a)" ] ||
+# clang prints the bare name back when it has no such file.
+[ -f "$(clang -print-file-name="libclang_rt.fuzzer-$(uname -m).a")" ] ||
   { echo "fuzz.sh: clang has no libFuzzer runtime (apt-get install libclang-rt-14-dev)" >&2; exit 3; }
 
 if [ ! -f build-fuzz/build.ninja ]; then
