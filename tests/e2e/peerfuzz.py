@@ -1,10 +1,11 @@
 #!/usr/bin/python3
 """A hostile replication peer: frames from a seeded generator, with oracles.
 
-Usage: peerfuzz.py PORT CONFIG_SIZE NODE_LOG HACTL CTL_SOCKET DISK ROLE SESSIONS SEED
+Usage: peerfuzz.py PORT SIZE NODE_LOG HACTL CTL_SOCKET DISK ROLE SESSIONS SEED [TLSDIR]
 
-Run by t0256-replication-wire-fuzz.sh against a real node (alpha, TLS off,
-listening on 127.0.0.1:PORT). This program poses as its peer bravo, session
+Run by t0256-replication-wire-fuzz.sh against a real node (alpha,
+listening on 127.0.0.1:PORT; TLS off, or with TLSDIR bravo's certificate
+from TLSDIR, so that a frame sent in pieces crosses many TLS records). This program poses as its peer bravo, session
 after session, and checks the node's answers:
 
 - valid sessions: a correct HELLO, then batches of requests (ROLE secondary:
@@ -38,6 +39,7 @@ import random
 import re
 import select
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -139,7 +141,7 @@ class Node:
 class Link:
     """One TCP connection to the node, frames in and out."""
 
-    def __init__(self, port):
+    def __init__(self, port, tls=None):
         end = time.monotonic() + DEADLINE
         while True:
             try:
@@ -154,10 +156,30 @@ class Link:
         self.s.setblocking(False)
         self.rx = b""
         self.eof = False
+        if tls:
+            self.s = tls.wrap_socket(self.s, server_hostname="alpha",
+                                     do_handshake_on_connect=False)
+            self.handshake()
         self.frames = []          # (type, flags, count, id, offset, payload)
         self.answer_pings = True
         self.pongs = []           # PONGs owed, sent between our frames
         self.sending = False
+
+    def handshake(self):
+        end = time.monotonic() + DEADLINE
+        while True:
+            try:
+                self.s.do_handshake()
+                return
+            except ssl.SSLWantReadError:
+                select.select([self.s], [], [], 0.05)
+            except ssl.SSLWantWriteError:
+                select.select([], [self.s], [], 0.05)
+            except OSError:           # refused: no HELLO will come
+                self.eof = True
+                return
+            if time.monotonic() > end:
+                raise Failure("the TLS handshake did not complete")
 
     def close(self):
         try:
@@ -188,7 +210,8 @@ class Link:
                     try:
                         n = self.s.send(view)
                         view = view[n:]
-                    except BlockingIOError:
+                    except (BlockingIOError, ssl.SSLWantReadError,
+                            ssl.SSLWantWriteError):
                         self.pump(0.01)
                     except OSError:
                         self.eof = True
@@ -199,13 +222,15 @@ class Link:
 
     def pump(self, timeout):
         """Read what the node sent within timeout; answer its PINGs."""
-        r, _, _ = select.select([self.s], [], [], timeout)
-        if not r:
+        buffered = isinstance(self.s, ssl.SSLSocket) and self.s.pending()
+        r, _, _ = select.select([self.s], [], [], 0 if buffered else timeout)
+        if not r and not buffered:
             return
         while True:
             try:
                 b = self.s.recv(1 << 20)
-            except BlockingIOError:
+            except (BlockingIOError, ssl.SSLWantReadError,
+                    ssl.SSLWantWriteError):
                 break
             except OSError:
                 b = b""
@@ -260,7 +285,14 @@ class Link:
 
 class Fuzzer:
     def __init__(self, args):
-        (port, size, log, hactl, ctl, disk, role, sessions, seed) = args
+        (port, size, log, hactl, ctl, disk, role, sessions, seed) = args[:9]
+        self.tls = None
+        if len(args) > 9:
+            self.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            self.tls.minimum_version = ssl.TLSVersion.TLSv1_3
+            self.tls.load_verify_locations(f"{args[9]}/ca.crt")
+            self.tls.load_cert_chain(f"{args[9]}/bravo.crt",
+                                     f"{args[9]}/bravo.key")
         self.port, self.size = int(port), int(size)
         self.node = Node(log, hactl, ctl)
         self.disk, self.role = disk, role
@@ -290,7 +322,7 @@ class Fuzzer:
         (or its HELLO never comes); try again."""
         end = time.monotonic() + DEADLINE
         while True:
-            link = Link(self.port)
+            link = Link(self.port, self.tls)
             fr = link.wait_frame(HELLO, "its HELLO after connect")
             if fr:
                 break
@@ -589,7 +621,7 @@ class Fuzzer:
 
 
 def main():
-    if len(sys.argv) != 10:
+    if len(sys.argv) not in (10, 11):
         print(__doc__.splitlines()[2], file=sys.stderr)
         return 2
     try:

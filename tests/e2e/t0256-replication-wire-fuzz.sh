@@ -4,8 +4,8 @@
 # clear error and a dropped connection, never a crash).
 #
 # t0250 tries impostors (bad certificates, bytes that are not TLS, one bad
-# frame); here the peer has passed authentication (TLS off, so that the
-# frames are written by hand) and speaks the protocol, session after
+# frame); here the peer has passed authentication (TLS off, or bravo's
+# own certificate) and speaks the protocol, session after
 # session, from a seeded generator (peerfuzz.py, its docstring says what it
 # sends and checks):
 #   - valid requests (WRITE, TRIM, ZERO, FLUSH, PING, PROMOTE; aligned or
@@ -18,8 +18,9 @@
 #     do not crash or hang it;
 # and after every session the node answers `hactl status` and waits for its
 # peer again. Alpha runs as Secondary (cache=writeback, cache=none, and
-# the libaio loop) and as Primary; its log must hold no sanitizer report and
-# it must stop cleanly on SIGTERM.
+# the libaio loop) and as Primary, and last as Secondary over TLS with
+# bravo's certificate (a frame sent in pieces then spans many TLS records);
+# its log must hold no sanitizer report and it must stop cleanly on SIGTERM.
 #
 # HB_T0256_SESSIONS (default 60) sessions per run, HB_T0256_SEED (default
 # 256) the generator's seed: a failure names the session and its own seed.
@@ -31,12 +32,18 @@ requires nbdkit cmp
 sessions=${HB_T0256_SESSIONS:-60}
 seed=${HB_T0256_SEED:-256}
 size=$((16 << 20))
-make_pair "$size" off
-sed -i -e 's/^ping-interval = .*/ping-interval = 200ms/' \
-    -e 's/^ping-timeout = .*/ping-timeout = 1s/' "$T/r0.conf"
-grep -q '^ping-timeout = 1s$' "$T/r0.conf" || fail "cannot set ping-timeout in $T/r0.conf"
-pa=$(pair_port alpha)
-[[ -n $pa ]] || fail "no address for alpha in $T/r0.conf"
+
+# pair TLSMODE: make_pair with short ping timeouts; sets pa and tlsdir.
+pair() {
+    make_pair "$size" "$1"
+    sed -i -e 's/^ping-interval = .*/ping-interval = 200ms/' \
+        -e 's/^ping-timeout = .*/ping-timeout = 1s/' "$T/r0.conf"
+    grep -q '^ping-timeout = 1s$' "$T/r0.conf" || fail "cannot set ping-timeout in $T/r0.conf"
+    pa=$(pair_port alpha)
+    [[ -n $pa ]] || fail "no address for alpha in $T/r0.conf"
+    tlsdir=()
+    [[ $1 == off ]] || tlsdir=("$T/tls")
+}
 
 # fuzz ROLE SESSIONS NBDKIT-ARGS...: alpha alone (bravo is us), fuzzed.
 fuzz() {
@@ -49,17 +56,25 @@ fuzz() {
     fi
     out=$(timeout 600 /usr/bin/python3 "$HABLOCK_SRCDIR/tests/e2e/peerfuzz.py" \
         "$pa" "$size" "${HB_LOG[alpha]}" "$HACTL" "$T/alpha.ctl" "$T/alpha.img" \
-        "$role" "$n" "$seed" 2>&1) || rc=$?
+        "$role" "$n" "$seed" "${tlsdir[@]}" 2>&1) || rc=$?
     printf '%s\n' "$out" >&2
     [[ $rc -eq 0 ]] || fail "peerfuzz against alpha $role ($*): status $rc"
+    if [[ ${#tlsdir[@]} -gt 0 ]]; then
+        assert_grep 'peer bravo: connected \(TLSv1\.3 ' "${HB_LOG[alpha]}" "alpha's link over TLS"
+    else
+        assert_grep 'peer bravo: connected \(tls off' "${HB_LOG[alpha]}" "alpha's link in clear"
+    fi
     stop_hablock alpha
     seed=$((seed + 1))
 }
 
+pair off
 fuzz secondary "$sessions" cache=writeback
 fuzz secondary "$sessions" cache=none
 fuzz secondary $(( (sessions + 1) / 2 )) cache=writeback -Dhablock.force_aio_fallback=1
 grep -Eq 'replication loop: cannot create an io_uring ring \(forced.*\); using libaio' "${HB_LOG[alpha]}" ||
     fail "alpha did not run its link on the libaio loop: $(grep -m3 -i 'aio\|uring' "${HB_LOG[alpha]}")"
 fuzz primary "$sessions" cache=writeback
+pair cert
+fuzz secondary "$sessions" cache=writeback
 log "ok"
