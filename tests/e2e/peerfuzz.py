@@ -95,13 +95,15 @@ class Node:
             f.seek(self.mark)
             return f.read().decode("utf-8", "replace")
 
-    def wait_logged(self, pattern, what):
+    def wait_logged(self, pattern, what, prefix="peer bravo:"):
+        """A line (with prefix, if any) matching pattern, logged since the
+        mark; waits for it up to DEADLINE."""
         rx = re.compile(pattern)
         end = time.monotonic() + DEADLINE
         while True:
             text = self.logged()
             for line in text.splitlines():
-                if "peer bravo:" in line and rx.search(line):
+                if (prefix is None or prefix in line) and rx.search(line):
                     return line
             if time.monotonic() > end:
                 tail = "\n  ".join(text.splitlines()[-5:])
