@@ -19,7 +19,9 @@ on answers nothing but PINGs:
   silent      a request never answered: the request timeout must drop us
   stray-ack   an ACK for an id alpha never sent: the link must drop
   double-ack  a request ACKed twice (the second is a stray)
-  cut         the connection closed
+  cut         the connection closed (our side shut down for writing, then
+              read to the end: a close with unread data would be a reset,
+              which may reach alpha before the ACKs we sent)
 
 The oracles (DESIGN.md invariants 1 and 2):
 - every write, zero and flush of the clients succeeds: alpha completes
@@ -32,13 +34,16 @@ The oracles (DESIGN.md invariants 1 and 2):
   FLUSH, when the whole device is (the peer may lack any write it had
   acknowledged before);
 - with `ack` and `late`, nothing is out of sync and the link is still up;
-  otherwise alpha logs why it dropped the link.
+  otherwise alpha logs why it dropped the link, in its own words for each
+  policy, and waits as it should: StandAlone (the peer excluded until
+  `hactl connect`) after a failed request or a request timeout, Connecting
+  after a broken or lost link; a NACK is never mistaken for a timeout.
 
 Exit 0 when every oracle held, 1 naming what failed.
 """
 import json
-import os
 import random
+import socket
 import struct
 import subprocess
 import sys
@@ -127,8 +132,9 @@ class BadSecondary:
             self.answer(link, fr)
             link.send(header(ACK, rid=fr[3]))
         elif p == "cut":
-            link.close()
-            link.eof = True
+            link.answer_pings = False
+            link.pongs = []
+            link.s.shutdown(socket.SHUT_WR)
         # silent: nothing, ever
 
     def serve(self, link, stop):
@@ -153,12 +159,16 @@ class BadSecondary:
                     budget -= 1
                 if self.policy == "late":
                     self.held.append(fr)
-                    if len(self.held) >= 3 or not link.frames:
-                        for h in reversed(self.held):
-                            self.answer(link, h)
-                        self.held = []
+                    if len(self.held) >= 3:
+                        self.answer_held(link)
                 else:
                     self.answer(link, fr)
+            self.answer_held(link)        # nothing more came with them
+
+    def answer_held(self, link):
+        for h in reversed(self.held):
+            self.answer(link, h)
+        self.held = []
 
     def run(self):
         link = Link(self.port)
@@ -202,6 +212,7 @@ class BadSecondary:
             link.close()
 
     def check(self, ops, link_up):
+        st = self.node.status()       # first: while we still answer PINGs
         with open(self.disk, "rb") as f:
             model = f.read()
         expected = bytearray(len(model))   # the disk started zero-filled
@@ -221,7 +232,6 @@ class BadSecondary:
         want = len(changed - acked) * BLOCK
         if self.policy == "nack-flush":
             want = self.size
-        st = self.node.status()
         got = st["out_of_sync_bytes"]
         if got != want:
             raise Failure(f"out_of_sync_bytes is {got}, expected {want}: "
@@ -233,16 +243,31 @@ class BadSecondary:
                               f"{st['connection']}, {want} bytes out of sync")
             why = "still connected"
         else:
-            pattern = {
-                "nack": r"failed|NACK|EIO|Input/output",
-                "nack-flush": r"flush",
-                "silent": r"request timeout",
-                "stray-ack": r"ACK for unknown request id",
-                "double-ack": r"ACK for unknown request id",
-                "cut": r"peer closed the connection|recv",
+            pattern, conn = {
+                "nack": (r"r0: the peer failed (WRITE|ZERO) at \d+ "
+                         r"\(Input/output error\): its disk is failing; "
+                         r"going on alone", "StandAlone"),
+                "nack-flush": (r"r0: the peer failed a flush \(Input/output "
+                               r"error\): its disk is failing; going on alone",
+                               "StandAlone"),
+                "silent": (r"peer bravo: (WRITE|ZERO|FLUSH) at \d+ not "
+                           r"answered within 1000 ms \(request timeout\)",
+                           "StandAlone"),
+                "stray-ack": (r"peer bravo: ACK for unknown request id \d+",
+                              "Connecting"),
+                "double-ack": (r"peer bravo: ACK for unknown request id \d+",
+                               "Connecting"),
+                "cut": (r"peer bravo: peer closed the connection",
+                        "Connecting"),
             }[self.policy]
             why = self.node.wait_logged(pattern, f"policy {self.policy}",
                                         prefix=None)
+            if st["connection"] != conn:
+                raise Failure(f"connection {st['connection']} after policy "
+                              f"{self.policy}, expected {conn}")
+            if self.policy.startswith("nack") and \
+                    "request timeout" in self.node.logged():
+                raise Failure("a NACK was taken for a request timeout")
         print(f"badsecondary: ok: {self.policy}: {len(ops)} client requests, "
               f"{len(acked)} of {len(changed)} blocks ACKed, {got} bytes out "
               f"of sync as expected; {why.strip()}")

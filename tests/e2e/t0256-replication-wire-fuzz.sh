@@ -26,7 +26,7 @@
 # 256) the generator's seed: a failure names the session and its own seed.
 set -euo pipefail
 . "$(dirname "$0")/functions.sh"
-requires nbdkit cmp
+requires nbdkit
 [[ -x $HACTL ]] || skip "hactl not built"
 
 sessions=${HB_T0256_SESSIONS:-60}
@@ -47,17 +47,17 @@ pair() {
 
 # fuzz ROLE SESSIONS NBDKIT-ARGS...: alpha alone (bravo is us), fuzzed.
 fuzz() {
-    local role=$1 n=$2 out rc=0
+    local role=$1 n=$2 rc=0
     shift 2
     log "== alpha $role, $n sessions, seed $seed: $*"
     start_hablock --ctl "$T/alpha.ctl" alpha config="$T/r0.conf" node=alpha "$@"
     if [[ $role == primary ]]; then
         hactl_on alpha promote --force >/dev/null || fail "cannot promote alpha alone"
     fi
-    out=$(timeout 600 /usr/bin/python3 "$HABLOCK_SRCDIR/tests/e2e/peerfuzz.py" \
+    # Its output goes to the log as it comes (a hang still shows where).
+    timeout 240 /usr/bin/python3 "$HABLOCK_SRCDIR/tests/e2e/peerfuzz.py" \
         "$pa" "$size" "${HB_LOG[alpha]}" "$HACTL" "$T/alpha.ctl" "$T/alpha.img" \
-        "$role" "$n" "$seed" "${tlsdir[@]}" 2>&1) || rc=$?
-    printf '%s\n' "$out" >&2
+        "$role" "$n" "$seed" "${tlsdir[@]}" >&2 || rc=$?
     [[ $rc -eq 0 ]] || fail "peerfuzz against alpha $role ($*): status $rc"
     if [[ ${#tlsdir[@]} -gt 0 ]]; then
         assert_grep 'peer bravo: connected \(TLSv1\.3 ' "${HB_LOG[alpha]}" "alpha's link over TLS"
@@ -71,7 +71,7 @@ fuzz() {
 pair off
 fuzz secondary "$sessions" cache=writeback
 fuzz secondary "$sessions" cache=none
-fuzz secondary $(( (sessions + 1) / 2 )) cache=writeback -Dhablock.force_aio_fallback=1
+fuzz secondary "$sessions" cache=writeback -Dhablock.force_aio_fallback=1
 grep -Eq 'replication loop: cannot create an io_uring ring \(forced.*\); using libaio' "${HB_LOG[alpha]}" ||
     fail "alpha did not run its link on the libaio loop: $(grep -m3 -i 'aio\|uring' "${HB_LOG[alpha]}")"
 fuzz primary "$sessions" cache=writeback
