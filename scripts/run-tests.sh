@@ -2,9 +2,9 @@
 # The whole test suite, from a fresh Debian 12 machine: install the
 # dependencies, build twice (plain, and with AddressSanitizer +
 # UndefinedBehaviorSanitizer), run every suite in both, and end with one line
-# "N passed, N failed, N skipped". The full run also builds build-fuzz
-# (clang, libFuzzer, ASan, UBSan) and runs each fuzz target for
-# HB_FUZZ_SECONDS (30) of coverage-guided search (tests/fuzz/).
+# "N passed, N failed, N skipped". The full run (no --quick, no meson
+# arguments) also builds build-fuzz (clang, libFuzzer, ASan, UBSan) and runs
+# each fuzz target for a fixed, seeded search (tests/fuzz/).
 #   scripts/run-tests.sh [--quick] [meson test args...]
 # --quick runs the plain build only.
 set -euo pipefail

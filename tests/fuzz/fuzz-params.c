@@ -29,6 +29,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
       if (hb_role_parse(value, &ro) == 0 && strcasecmp(hb_role_name(ro), value)) abort();
       if (hb_disk_parse(value, &di) == 0 && strcasecmp(hb_disk_name(di), value)) abort();
       if (hb_conn_parse(value, &co) == 0 && strcasecmp(hb_conn_name(co), value)) abort(); }
+    err[0] = '\0';             /* a refusal must say why: no stale message */
     int r = hb_params_set(&p, key, value, err, sizeof err);
     if (r != 0 && r != -EINVAL && r != -ENOMEM) abort();
     if (r == -EINVAL && !err[0]) abort();
