@@ -51,7 +51,8 @@ import threading
 import time
 
 from peerfuzz import (ACK, DEADLINE, FLUSH, HELLO, NACK, SECONDARY, UPTODATE,
-                      WRITE, ZERO, Failure, Link, Node, header, hello_payload)
+                      WRITE, ZERO, Failure, Link, Node, header, hello_payload,
+                      run_script)
 
 BLOCK = 4096
 SLOT = 64 << 10
@@ -277,15 +278,8 @@ def main():
     if len(sys.argv) == 6 and sys.argv[1] == "--client":
         return client_main(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]),
                            sys.argv[5])
-    if len(sys.argv) != 10:
-        print(__doc__.splitlines()[2], file=sys.stderr)
-        return 2
-    try:
-        BadSecondary(sys.argv[1:]).run()
-    except Failure as e:
-        print(f"badsecondary: FAIL: {e}", file=sys.stderr)
-        return 1
-    return 0
+    return run_script("badsecondary", __doc__.splitlines()[2], (9,),
+                      BadSecondary)
 
 
 if __name__ == "__main__":

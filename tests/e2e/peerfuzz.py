@@ -666,16 +666,22 @@ class Fuzzer:
         self.count("model checks")
 
 
-def main():
-    if len(sys.argv) not in (10, 11):
-        print(__doc__.splitlines()[2], file=sys.stderr)
+def run_script(name, usage, nargs, make):
+    """A script's main: usage (exit 2) on a wrong number of arguments, one
+    FAIL line (exit 1) on a Failure, else 0."""
+    if len(sys.argv) - 1 not in nargs:
+        print(usage, file=sys.stderr)
         return 2
     try:
-        Fuzzer(sys.argv[1:]).run()
+        make(sys.argv[1:]).run()
     except Failure as e:
-        print(f"peerfuzz: FAIL: {e}", file=sys.stderr)
+        print(f"{name}: FAIL: {e}", file=sys.stderr)
         return 1
     return 0
+
+
+def main():
+    return run_script("peerfuzz", __doc__.splitlines()[2], (9, 10), Fuzzer)
 
 
 if __name__ == "__main__":

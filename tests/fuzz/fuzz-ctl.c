@@ -39,8 +39,19 @@ static int st(void *op, struct hb_json_out *o)
   if (((mode >> 2) & 3) == 3) return -EIO;
   return 0;
 }
-static int pr(void *op, bool force, char *msg, size_t len) { (void) op; (void) force; fill(msg, len); return result(); }
-static int cn(void *op, char *msg, size_t len) { (void) op; fill(msg, len); return result(); }
+/* promote and demote */
+static int pr(void *op, bool force, char *msg, size_t len)
+{
+  fill(msg, len);
+  return result();
+}
+
+/* connect and disconnect */
+static int cn(void *op, char *msg, size_t len)
+{
+  fill(msg, len);
+  return result();
+}
 
 static const struct hb_ctl_ops ops_full = { st, pr, pr, cn, cn };
 static const struct hb_ctl_ops ops_none = { 0 };

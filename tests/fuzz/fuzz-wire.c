@@ -26,6 +26,15 @@ static struct hb_hello local_hello(void)
   return h;
 }
 
+/* What decoded must encode (n bytes) to the same size bytes it came from. */
+static void same(const char *what, int n, int size, const void *re, const void *orig)
+{
+  if (n != size || memcmp(re, orig, (size_t) size) != 0) {
+    fprintf(stderr, "%s round-trip mismatch (encoded %d bytes)\n", what, n);
+    abort();
+  }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
   char err[256];
@@ -64,11 +73,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
       (void) hb_wire_check_hello(&local, &h, err, sizeof err);
       (void) hb_wire_check_hello(&h, &local, err, sizeof err);
       (void) hb_wire_check_hello(&h, &h, err, sizeof err);
-      int n = hb_wire_encode_hello(&h, re, sizeof re);
-      if (n != HB_WIRE_HELLO_SIZE || memcmp(re, p, HB_WIRE_HELLO_SIZE) != 0) {
-        fprintf(stderr, "hello round-trip mismatch (enc=%d)\n", n);
-        abort();
-      }
+      same("HELLO", hb_wire_encode_hello(&h, re, sizeof re), HB_WIRE_HELLO_SIZE, re, p);
       if (strlen(h.resource) > HB_WIRE_NAME_MAX || strlen(h.node_name) > HB_WIRE_NAME_MAX)
         abort();
       (void) hb_wire_role_name(h.role);
@@ -79,33 +84,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
   case HB_WIRE_STATE: {
     struct hb_state_msg s;
     if (hb_wire_decode_state(p, plen, &s, err, sizeof err) == 0) {
-      int n = hb_wire_encode_state(&s, re, sizeof re);
-      if (n != HB_WIRE_STATE_SIZE || memcmp(re, p, n) != 0) {
-        fprintf(stderr, "state round-trip mismatch\n");
-        abort();
-      }
+      same("STATE", hb_wire_encode_state(&s, re, sizeof re), HB_WIRE_STATE_SIZE, re, p);
     }
     break;
   }
   case HB_WIRE_NACK: {
     int e;
     if (hb_wire_decode_nack(p, plen, &e, err, sizeof err) == 0) {
-      int n = hb_wire_encode_nack(e, re, sizeof re);
-      if (n != HB_WIRE_NACK_SIZE || memcmp(re, p, n) != 0) {
-        fprintf(stderr, "nack round-trip mismatch\n");
-        abort();
-      }
+      same("NACK", hb_wire_encode_nack(e, re, sizeof re), HB_WIRE_NACK_SIZE, re, p);
     }
     break;
   }
   case HB_WIRE_DIGEST: {
     struct hb_digest d;
     if (hb_wire_decode_digest(p, plen, &d, err, sizeof err) == 0) {
-      int n = hb_wire_encode_digest(&d, re, sizeof re);
-      if (n != HB_WIRE_DIGEST_SIZE || memcmp(re, p, n) != 0) {
-        fprintf(stderr, "digest round-trip mismatch\n");
-        abort();
-      }
+      same("DIGEST", hb_wire_encode_digest(&d, re, sizeof re), HB_WIRE_DIGEST_SIZE, re, p);
     }
     break;
   }
