@@ -4,16 +4,18 @@
 Usage: peerfuzz.py PORT SIZE NODE_LOG HACTL CTL_SOCKET DISK ROLE SESSIONS SEED [TLSDIR]
 
 Run by t0256-replication-wire-fuzz.sh against a real node (alpha,
-listening on 127.0.0.1:PORT; TLS off, or with TLSDIR bravo's certificate
-from TLSDIR, so that a frame sent in pieces crosses many TLS records). This program poses as its peer bravo, session
-after session, and checks the node's answers:
+listening on 127.0.0.1:PORT; TLS off, or with bravo's certificate from
+TLSDIR, so that a frame sent in pieces crosses many TLS records). This
+program poses as its peer bravo, session after session, and checks the
+node's answers:
 
 - valid sessions: a correct HELLO, then batches of requests (ROLE secondary:
   the node is Secondary and we are its Primary: WRITE, TRIM, ZERO, FLUSH,
-  PING, with random FUA and MAY_TRIM, aligned and unaligned, sent whole or
-  a few bytes at a time); every request must be answered with an ACK for
-  its id (a PING with a PONG), and every acknowledged change goes into a
-  model of the disk, which DISK must equal at the end;
+  PING, PROMOTE, with random FUA and MAY_TRIM, aligned and unaligned, sent
+  whole or a few bytes at a time); every request must be answered with an
+  ACK for its id (PINGs with a PONG, which may cover several), and every
+  acknowledged change goes into a model of the disk, which DISK must equal
+  at the end (but where a TRIM, which is advisory, left any content);
 - bad sessions: some valid frames, then one frame broken in a known way
   (magic, version, type, reserved, flags, lengths, offset, range, a type
   this version does not act on, an ACK for no request, a bad STATE...):
@@ -31,7 +33,7 @@ is Primary (promoted alone), we are its Secondary; only frames a Secondary
 sends apply (PING, PONG, STATE, PROMOTE, ACK/NACK for nothing).
 
 Exit 0 when every oracle held; 1 with a message naming the session, its
-seed and what failed.
+seed and what failed. HB_PEERFUZZ_VERBOSE=1 prints every batch sent.
 """
 import json
 import os
