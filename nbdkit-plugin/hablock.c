@@ -183,6 +183,7 @@ static int hablock_can_zero(void *handle) { return 1; }
 static int hablock_can_fast_zero(void *handle) { return hb_res_can_fast_zero(res); }
 static int hablock_can_fua(void *handle) { return NBDKIT_FUA_NATIVE; }
 static int hablock_can_cache(void *handle) { return NBDKIT_CACHE_NATIVE; }
+static int hablock_can_extents(void *handle) { return hb_dev_can_extents(dev); }
 
 /* Every connection writes through the same descriptor, so a flush on any
  * connection covers the writes completed on all of them. */
@@ -251,6 +252,21 @@ static int hablock_cache(void *handle, uint32_t count, uint64_t offset,
   return result(hb_res_cache(res, count, offset));
 }
 
+static int add_extent(void *opaque, uint64_t offset, uint64_t length, bool hole)
+{
+  uint32_t type = hole ? NBDKIT_EXTENT_HOLE | NBDKIT_EXTENT_ZERO : 0;
+  return nbdkit_add_extent(opaque, offset, length, type) == 0 ? 0 : -(errno ? errno : EIO);
+}
+
+static int hablock_extents(void *handle, uint32_t count, uint64_t offset,
+                           uint32_t flags, struct nbdkit_extents *extents)
+{
+  if (stale(handle))
+    return -1;
+  return result(hb_res_extents(res, count, offset, flags & NBDKIT_FLAG_REQ_ONE,
+                               add_extent, extents));
+}
+
 #define THREAD_MODEL NBDKIT_THREAD_MODEL_PARALLEL
 
 static struct nbdkit_plugin plugin = {
@@ -278,6 +294,7 @@ static struct nbdkit_plugin plugin = {
   .can_fast_zero     = hablock_can_fast_zero,
   .can_fua           = hablock_can_fua,
   .can_cache         = hablock_can_cache,
+  .can_extents       = hablock_can_extents,
   .can_multi_conn    = hablock_can_multi_conn,
   .pread             = hablock_pread,
   .pwrite            = hablock_pwrite,
@@ -285,6 +302,7 @@ static struct nbdkit_plugin plugin = {
   .trim              = hablock_trim,
   .zero              = hablock_zero,
   .cache             = hablock_cache,
+  .extents           = hablock_extents,
   .errno_is_preserved = 0,
 };
 

@@ -64,6 +64,7 @@ struct hb_dev {
    * experiment, off by default (docs/architecture.md has why). */
   bool write_lock_on;
   struct hb_wlock write_lock;
+  bool can_extents;             /* a regular file: SEEK_DATA and SEEK_HOLE */
 };
 
 /* ---- per-thread bounce buffers (nbdkit workers come and go with
@@ -210,6 +211,17 @@ int hb_dev_open(const struct hb_params *p, struct hb_dev **out,
     d->io = HB_IO_SYNC;
   }
 
+  /* Allocation is a file's: a block device reads as all data (nbdkit's
+   * own answer when a plugin has no extents). Every file system answers
+   * SEEK_DATA (one without holes: all data), so this fails only on a
+   * file that lseek cannot seek. */
+  if (!d->disk.is_blk) {
+    off_t o = lseek(d->disk.fd, 0, SEEK_DATA);
+    d->can_extents = o >= 0 || errno == ENXIO;
+    if (!d->can_extents)
+      hb_debug("disk %s: lseek(SEEK_DATA): %m; no extents", d->disk.path);
+  }
+
   /* We serve a device that may be mounted on this very host: our own
    * allocations must not recurse into writeback of that device. Needs
    * CAP_SYS_RESOURCE; without it we go on and say so. */
@@ -253,6 +265,7 @@ unsigned long hb_dev_hybrid_handed(const struct hb_dev *d)
 enum hb_io hb_dev_io(const struct hb_dev *d) { return d->io; }
 bool hb_dev_can_trim(const struct hb_dev *d) { (void) d; return true; }
 bool hb_dev_can_fast_zero(const struct hb_dev *d) { (void) d; return true; }
+bool hb_dev_can_extents(const struct hb_dev *d) { return d->can_extents; }
 
 uint32_t hb_dev_preferred_block(const struct hb_dev *d)
 {
@@ -662,4 +675,54 @@ int hb_cache(struct hb_dev *d, uint32_t count, uint64_t off)
   if (d->disk.direct)
     return 0;
   return -posix_fadvise(d->disk.fd, (off_t) off, count, POSIX_FADV_WILLNEED);
+}
+
+/* Allocation from lseek(SEEK_DATA / SEEK_HOLE), which needs no lock of
+ * ours: every I/O of ours is positional, so moving the descriptor's offset
+ * disturbs nothing. A request in flight may or may not be seen, as with
+ * any read. A range the file system reports as a hole reads as zeroes: a
+ * punched hole, a range never written, or one zeroed with ZERO_RANGE
+ * (unwritten extents). */
+int hb_extents(struct hb_dev *d, uint32_t count, uint64_t off, bool req_one,
+               hb_extent_fn add, void *opaque)
+{
+  uint64_t pos = off, end = off + count;
+  int r;
+
+  if (!in_bounds(d, count, off))
+    return -EINVAL;
+  if (!d->can_extents)
+    return count ? add(opaque, off, count, false) : 0;
+  while (pos < end) {
+    off_t data = lseek(d->disk.fd, (off_t) pos, SEEK_DATA);
+    uint64_t next;
+    bool hole;
+
+    if (data < 0 && errno != ENXIO)
+      return -errno;
+    if (data < 0 || (uint64_t) data > pos) {
+      hole = true;             /* ENXIO: no data from pos to the end */
+      next = data < 0 ? end : (uint64_t) data;
+    } else {
+      off_t h = lseek(d->disk.fd, (off_t) pos, SEEK_HOLE);
+      if (h < 0 && errno != ENXIO)
+        return -errno;
+      hole = false;
+      next = h < 0 ? end : (uint64_t) h;
+    }
+    /* A file changed under us (truncated by someone else) must not make
+     * us loop: what is left is reported as data, which is always true. */
+    if (next <= pos) {
+      hole = false;
+      next = end;
+    }
+    if (next > end)
+      next = end;
+    if ((r = add(opaque, pos, next - pos, hole)) < 0)
+      return r;
+    pos = next;
+    if (req_one)
+      break;
+  }
+  return 0;
 }

@@ -76,6 +76,8 @@ const char *hb_dev_loop_name(const struct hb_dev *d);
 uint32_t hb_dev_preferred_block(const struct hb_dev *d);
 bool hb_dev_can_trim(const struct hb_dev *d);
 bool hb_dev_can_fast_zero(const struct hb_dev *d);
+/* Whether hb_extents reports holes (a regular file), or only data. */
+bool hb_dev_can_extents(const struct hb_dev *d);
 
 /* Flags for the data path. */
 #define HB_FUA       (1u << 0)
@@ -89,6 +91,13 @@ int hb_flush(struct hb_dev *d);
 int hb_trim(struct hb_dev *d, uint32_t count, uint64_t off, unsigned flags);
 int hb_zero(struct hb_dev *d, uint32_t count, uint64_t off, unsigned flags);
 int hb_cache(struct hb_dev *d, uint32_t count, uint64_t off);
+/* NBD block status: the allocation of [off, off+count) as contiguous
+ * extents in ascending order from off, each passed to add (hole: reads as
+ * zeroes and is not allocated); with req_one only the first. add returns
+ * 0 or -errno, which stops the walk and is returned. */
+typedef int (*hb_extent_fn)(void *opaque, uint64_t off, uint64_t len, bool hole);
+int hb_extents(struct hb_dev *d, uint32_t count, uint64_t off, bool req_one,
+               hb_extent_fn add, void *opaque);
 
 /* The resource: the device, and in replicated mode (config=) the peer
  * link, the role and the control socket. The plugin uses only these. */
@@ -115,5 +124,7 @@ int hb_res_flush(struct hb_res *r);
 int hb_res_trim(struct hb_res *r, uint32_t count, uint64_t off, unsigned flags);
 int hb_res_zero(struct hb_res *r, uint32_t count, uint64_t off, unsigned flags);
 int hb_res_cache(struct hb_res *r, uint32_t count, uint64_t off);
+int hb_res_extents(struct hb_res *r, uint32_t count, uint64_t off, bool req_one,
+                   hb_extent_fn add, void *opaque);
 
 #endif

@@ -1189,3 +1189,12 @@ int hb_res_cache(struct hb_res *r, uint32_t count, uint64_t off)
     return -EROFS;
   return hb_cache(r->dev, count, off);
 }
+
+/* Reads are local, so is the allocation they would see. */
+int hb_res_extents(struct hb_res *r, uint32_t count, uint64_t off, bool req_one,
+                   hb_extent_fn add, void *opaque)
+{
+  if (demoted(r))
+    return -EROFS;
+  return hb_extents(r->dev, count, off, req_one, add, opaque);
+}

@@ -5,7 +5,9 @@ Usage: semantics.py URI DISKFILE
 
 Every read is compared with a model of the disk (a bytearray that starts
 as a copy of DISKFILE and follows every acknowledged command). At the end
-the device and DISKFILE itself must both equal the model. Run by
+the device and DISKFILE itself must both equal the model. Block status (base:allocation) must cover the device with
+contiguous extents, every hole must read as zeroes in the model, and the
+ranges trimmed or zeroed with may-trim must be holes. Run by
 t0040-nbdsh-semantics.sh; needs the distribution's python3 (import nbd).
 """
 import errno
@@ -20,8 +22,10 @@ MIB = 1024 * KIB
 BLOCK = 4096
 
 
-def connect(uri, strict_bounds=True):
+def connect(uri, strict_bounds=True, allocation=False):
     h = nbd.NBD()
+    if allocation:
+        h.add_meta_context(nbd.CONTEXT_BASE_ALLOCATION)
     if not strict_bounds:
         # Let out-of-range requests reach the server: it must refuse them.
         h.set_strict_mode(h.get_strict_mode() & ~nbd.STRICT_BOUNDS)
@@ -221,6 +225,52 @@ def multi_conn(d, rng):
         h.shutdown()
 
 
+def extents(h, off, n, flags=0):
+    """Block status of [off, off+n): a list of (offset, length, flags)."""
+    got = []
+
+    def cb(meta, start, entries, err):
+        if meta != nbd.CONTEXT_BASE_ALLOCATION:
+            return
+        pos = start
+        for i in range(0, len(entries), 2):
+            got.append((pos, entries[i], entries[i + 1]))
+            pos += entries[i]
+
+    h.block_status(n, off, cb, flags)
+    return got
+
+
+def block_status(d):
+    """The allocation a client sees: contiguous, holes read as zeroes,
+    and trim_and_zero's aligned trim and may-trim zero are holes."""
+    h = connect(d.uri, allocation=True)
+    if not h.can_meta_context(nbd.CONTEXT_BASE_ALLOCATION):
+        raise Failure("base:allocation was not negotiated")
+    pos, holes = 0, 0
+    while pos < d.size:
+        for off, n, flags in extents(h, pos, min(d.size - pos, 32 * MIB)):
+            if off != pos or n == 0:
+                raise Failure(f"block status: extent [{off}, +{n}) after {pos}")
+            hole = nbd.STATE_HOLE | nbd.STATE_ZERO
+            if flags & nbd.STATE_HOLE and flags & hole != hole:
+                raise Failure(f"block status: a hole at [{off}, +{n}) that is not zero")
+            if flags & nbd.STATE_ZERO:
+                holes += 1
+                if any(d.model[off:off + n]):
+                    raise Failure(f"block status: [{off}, +{n}) reported zero, "
+                                  f"but the model has data there")
+            pos = off + n
+    for off, n, what in [(1 * MIB, 256 * KIB, "trim"),
+                         (1 * MIB + 400 * KIB, 64 * KIB, "zero (may trim)")]:
+        first = extents(h, off, n, nbd.CMD_FLAG_REQ_ONE)[0]
+        if first[0] != off or first[1] < n or not first[2] & nbd.STATE_HOLE:
+            raise Failure(f"block status after {what} of [{off}, +{n}): {first}, "
+                          f"expected a hole")
+    print(f"block status: {holes} zero extents, each zero in the model", file=sys.stderr)
+    h.shutdown()
+
+
 def final_check(d, path):
     d.h.flush()
     d.expect(0, d.size, "whole device at the end")
@@ -246,6 +296,7 @@ def main():
     end_of_device(d, rng)
     out_of_range(d)
     multi_conn(d, rng)
+    block_status(d)
     final_check(d, path)
     d.h.shutdown()
 

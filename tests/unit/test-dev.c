@@ -1,7 +1,8 @@
 /* The device's data path on a real file under every backend and cache mode,
  * checked byte for byte against a model: unaligned reads and writes,
  * read-modify-write, trim, zero (may-trim, fast), FUA, flush, the tail of a
- * file whose size is not a multiple of the block, and the setup errors. */
+ * file whose size is not a multiple of the block, the allocation reported
+ * for NBD block status, and the setup errors. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -75,6 +76,66 @@ static void check_equal(struct hb_dev *d, const unsigned char *model, uint64_t s
   free(back);
 }
 
+/* hb_extents' answer, checked as it comes: contiguous from where it was
+ * asked, each extent non-empty, and a hole reads as zeroes in the model. */
+struct ext_walk {
+  const unsigned char *model;
+  uint64_t next;        /* where the next extent must start */
+  unsigned n, holes;
+  uint64_t first_len;
+  bool first_hole;
+  int fail_at;          /* return -EIO from this call (1-based), 0: never */
+};
+
+static int ext_add(void *opaque, uint64_t off, uint64_t len, bool hole)
+{
+  struct ext_walk *w = opaque;
+
+  if (off != w->next || len == 0)
+    fail_msg("extent [%llu, +%llu) after one ending at %llu", (unsigned long long) off,
+             (unsigned long long) len, (unsigned long long) w->next);
+  if (w->n == 0) {
+    w->first_len = len;
+    w->first_hole = hole;
+  }
+  w->n++;
+  if (w->fail_at && w->n == (unsigned) w->fail_at)
+    return -EIO;
+  if (hole) {
+    w->holes++;
+    for (uint64_t i = off; w->model && i < off + len; i++)
+      if (w->model[i])
+        fail_msg("hole [%llu, +%llu) but byte %llu is %u", (unsigned long long) off,
+                 (unsigned long long) len, (unsigned long long) i, w->model[i]);
+  }
+  w->next = off + len;
+  return 0;
+}
+
+/* Walk [off, off+len) and check that the extents cover it exactly. */
+static struct ext_walk walk_extents(struct hb_dev *d, const unsigned char *model,
+                                    uint64_t off, uint64_t len, bool req_one)
+{
+  struct ext_walk w = { .model = model, .next = off };
+  assert_int_equal(hb_extents(d, (uint32_t) len, off, req_one, ext_add, &w), 0);
+  if (req_one)
+    assert_int_equal(w.n, len ? 1 : 0);
+  else
+    assert_int_equal(w.next, off + len);
+  return w;
+}
+
+/* The whole device, then random ranges, whole and first-only. */
+static void check_extents(struct hb_dev *d, const unsigned char *model, uint64_t size)
+{
+  walk_extents(d, model, 0, size, false);
+  for (int i = 0; i < 40; i++) {
+    uint64_t off = (uint64_t) rand() % size;
+    uint64_t len = 1 + (uint64_t) rand() % (size - off);
+    walk_extents(d, model, off, len, rand() % 2);
+  }
+}
+
 static void model_run(enum hb_io io, enum hb_cache cache, bool write_lock,
                       uint64_t size)
 {
@@ -132,11 +193,17 @@ static void model_run(enum hb_io io, enum hb_cache cache, bool write_lock,
   }
   assert_int_equal(hb_flush(d), 0);
   check_equal(d, model, size);
+  check_extents(d, model, size);
 
-  /* trim of a regular file punches a hole: it reads back as zeroes */
+  /* trim of a regular file punches a hole: it reads back as zeroes, and
+   * block status says so */
   assert_int_equal(hb_trim(d, 12288, 4096, 0), 0);
   memset(model + 4096, 0, 12288);
   check_equal(d, model, size);
+  check_extents(d, model, size);
+  struct ext_walk w = walk_extents(d, model, 4096, 12288, true);
+  assert_true(w.first_hole);
+  assert_int_equal(w.first_len, 12288);
   assert_int_equal(hb_cache(d, 4096, 0), 0);
 
   /* out of range */
@@ -440,6 +507,72 @@ static void test_hybrid_contended(void **state)
 #endif
 }
 
+/* Block status on a sparse file, exactly: holes and data where they are,
+ * the first extent alone (REQ_ONE), a range that starts inside an extent,
+ * a punched hole, an error from the consumer, out of range. */
+static void test_extents(void **state)
+{
+  const uint64_t size = 8 << 20, a = 1 << 20, b = (5 << 20) + 4096;
+  for (int c = 0; c < 2; c++) {
+    enum hb_cache cache = (enum hb_cache) c;
+    print_message("# cache=%s\n", hb_cache_name(cache));
+    struct hb_dev *d = open_dev(make_disk("sparse", size), HB_IO_SYNC, cache, false);
+    unsigned char *model = calloc(1, size);
+    unsigned char *buf = aligned_alloc(4096, 8192);
+    assert_non_null(model);
+    assert_non_null(buf);
+    assert_true(hb_dev_can_extents(d));
+
+    /* a fresh file is one hole */
+    struct ext_walk w = walk_extents(d, model, 0, size, false);
+    assert_int_equal(w.n, 1);
+    assert_int_equal(w.holes, 1);
+
+    memset(buf, 0x5a, 8192);
+    assert_int_equal(hb_pwrite(d, buf, 4096, a, 0), 0);
+    assert_int_equal(hb_pwrite(d, buf, 8192, b, 0), 0);
+    memset(model + a, 0x5a, 4096);
+    memset(model + b, 0x5a, 8192);
+    const struct { uint64_t off, len; bool hole; } want[] = {
+      { 0, a, true }, { a, 4096, false }, { a + 4096, b - a - 4096, true },
+      { b, 8192, false }, { b + 8192, size - b - 8192, true },
+    };
+    uint64_t pos = 0;
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+      w = walk_extents(d, model, pos, size - pos, true);
+      assert_int_equal(w.first_len, want[i].len);
+      assert_int_equal(w.first_hole, want[i].hole);
+      pos += want[i].len;
+    }
+    w = walk_extents(d, model, 0, size, false);
+    assert_int_equal(w.n, 5);
+    assert_int_equal(w.holes, 3);
+    /* from inside a hole, and inside data: clipped to the request */
+    w = walk_extents(d, model, 100, 50, false);
+    assert_true(w.first_hole && w.n == 1 && w.first_len == 50);
+    w = walk_extents(d, model, b + 100, 9000, false);
+    assert_false(w.first_hole);
+    assert_int_equal(w.first_len, 8092);
+    assert_int_equal(w.n, 2);
+
+    /* trimmed, the data is a hole again */
+    assert_int_equal(hb_trim(d, 4096, a, 0), 0);
+    memset(model + a, 0, 4096);
+    w = walk_extents(d, model, 0, b, true);
+    assert_true(w.first_hole);
+    assert_int_equal(w.first_len, b);
+
+    /* the consumer's error stops the walk and is returned */
+    w = (struct ext_walk) { .model = model, .fail_at = 2 };
+    assert_int_equal(hb_extents(d, (uint32_t) size, 0, false, ext_add, &w), -EIO);
+    assert_int_equal(w.n, 2);
+    assert_int_equal(hb_extents(d, 2, size - 1, false, ext_add, &w), -EINVAL);
+    free(model);
+    free(buf);
+    hb_dev_close(d);
+  }
+}
+
 /* The defaults: io=hybrid through the page cache (where a loop can be
  * made: io=sync otherwise), io=sync with O_DIRECT (the fastest in
  * docs/benchmarks.md), and io=sync for the write-lock experiment. */
@@ -546,6 +679,7 @@ int main(void)
     cmocka_unit_test(test_concurrent_rmw),
     cmocka_unit_test(test_hybrid_contended),
     cmocka_unit_test(test_default_backend),
+    cmocka_unit_test(test_extents),
   };
   return cmocka_run_group_tests(tests, setup_dir, remove_dir);
 }

@@ -274,6 +274,14 @@ static void test_concurrent_promotions(void **state)
   pair_down();
 }
 
+/* A demoted node reports no allocation: this must not be called. */
+static int no_extent(void *opaque, uint64_t off, uint64_t len, bool hole)
+{
+  fail_msg("extent [%llu, +%llu) reported by a demoted node", (unsigned long long) off,
+           (unsigned long long) len);
+  return -EIO;
+}
+
 static void test_force_demoted_serves_nothing(void **state)
 {
   char msg[256];
@@ -287,6 +295,7 @@ static void test_force_demoted_serves_nothing(void **state)
   assert_int_equal(hb_res_pwrite(A, buf, 4096, 0, 0), -EROFS);
   assert_int_equal(hb_res_flush(A), -EROFS);
   assert_int_equal(hb_res_cache(A, 4096, 0), -EROFS);
+  assert_int_equal(hb_res_extents(A, 4096, 0, false, no_extent, NULL), -EROFS);
   assert_true(wait_until(b_peer_secondary, 5000));
   assert_int_equal(hb_res_promote(B, false, msg, sizeof msg), 0);
   /* The old client's flush goes nowhere: the pair stays together. */
