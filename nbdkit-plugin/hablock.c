@@ -162,6 +162,12 @@ static bool stale(void *handle)
   return true;
 }
 
+/* nbdinfo shows it: which resource and node a client reached. */
+static const char *hablock_export_description(void *handle)
+{
+  return hb_res_description(res);
+}
+
 static int64_t hablock_get_size(void *handle)
 {
   return (int64_t) hb_dev_size(dev);
@@ -176,6 +182,9 @@ static int hablock_block_size(void *handle, uint32_t *minimum,
   return 0;
 }
 
+/* Told to the client (NBD_FLAG_ROTATIONAL): the kernel's client then
+ * schedules for a spinning disk. */
+static int hablock_is_rotational(void *handle) { return hb_dev_is_rotational(dev); }
 static int hablock_can_write(void *handle) { return 1; }
 static int hablock_can_flush(void *handle) { return 1; }
 static int hablock_can_trim(void *handle) { return hb_dev_can_trim(dev); }
@@ -285,8 +294,10 @@ static struct nbdkit_plugin plugin = {
   .dump_plugin       = hablock_dump_plugin,
   .open              = hablock_open,
   .close             = hablock_close,
+  .export_description = hablock_export_description,
   .get_size          = hablock_get_size,
   .block_size        = hablock_block_size,
+  .is_rotational     = hablock_is_rotational,
   .can_write         = hablock_can_write,
   .can_flush         = hablock_can_flush,
   .can_trim          = hablock_can_trim,

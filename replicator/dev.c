@@ -266,6 +266,7 @@ enum hb_io hb_dev_io(const struct hb_dev *d) { return d->io; }
 bool hb_dev_can_trim(const struct hb_dev *d) { (void) d; return true; }
 bool hb_dev_can_fast_zero(const struct hb_dev *d) { (void) d; return true; }
 bool hb_dev_can_extents(const struct hb_dev *d) { return d->can_extents; }
+bool hb_dev_is_rotational(const struct hb_dev *d) { return d->disk.rotational; }
 
 uint32_t hb_dev_preferred_block(const struct hb_dev *d)
 {

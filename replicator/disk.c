@@ -4,7 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <stdio.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -41,6 +43,29 @@ static void probe_alignment(struct hb_disk *d)
 #else
   (void) stx;
 #endif
+}
+
+/* Whether the block device underneath spins, as its queue says in sysfs:
+ * the device itself (a block device) or the one holding the file system
+ * (a file). A partition has no queue of its own: its disk's, one level up
+ * (the kernel follows the /sys/dev/block symlink before the ".."). Nothing
+ * found (tmpfs, a file system over several devices): not rotational. */
+static bool probe_rotational(dev_t dev)
+{
+  static const char *const where[] = { "queue", "../queue" };
+  char path[96], c = 0;
+
+  for (size_t i = 0; i < sizeof where / sizeof where[0]; i++) {
+    snprintf(path, sizeof path, "/sys/dev/block/%u:%u/%s/rotational", major(dev), minor(dev),
+             where[i]);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+      continue;
+    ssize_t n = read(fd, &c, 1);
+    close(fd);
+    return n == 1 && c == '1';
+  }
+  return false;
 }
 
 int hb_disk_open(struct hb_disk *d, const char *path, bool direct,
@@ -89,6 +114,7 @@ int hb_disk_open(struct hb_disk *d, const char *path, bool direct,
     return hb_fail(err, errlen, EINVAL, "disk %s: size 0 (empty), nothing to serve", path);
   }
   probe_alignment(d);
+  d->rotational = probe_rotational(d->is_blk ? st.st_rdev : st.st_dev);
   d->dio_end = d->size;
   d->fd_buf = d->fd;
   /* The tail goes through the page cache from the start of the page (or

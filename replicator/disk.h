@@ -24,6 +24,7 @@ struct hb_disk {
   uint32_t tail_align;  /* max(off_align, page size, st_blksize): dio_end's */
   bool no_punch;        /* learned: hole punching unsupported */
   bool no_zero_range;   /* learned: FALLOC_FL_ZERO_RANGE unsupported */
+  bool rotational;      /* the kernel says the device underneath spins */
 };
 
 int hb_disk_open(struct hb_disk *d, const char *path, bool direct,

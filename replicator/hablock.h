@@ -76,6 +76,8 @@ const char *hb_dev_loop_name(const struct hb_dev *d);
 uint32_t hb_dev_preferred_block(const struct hb_dev *d);
 bool hb_dev_can_trim(const struct hb_dev *d);
 bool hb_dev_can_fast_zero(const struct hb_dev *d);
+/* Whether the device underneath spins (sysfs), for NBD_FLAG_ROTATIONAL. */
+bool hb_dev_is_rotational(const struct hb_dev *d);
 /* Whether hb_extents reports holes (a regular file), or only data. */
 bool hb_dev_can_extents(const struct hb_dev *d);
 
@@ -106,6 +108,9 @@ int hb_res_open(const struct hb_params *p, struct hb_res **out, char *err, size_
 int hb_res_start(struct hb_res *r, char *err, size_t errlen);
 void hb_res_close(struct hb_res *r);
 struct hb_dev *hb_res_dev(struct hb_res *r);
+/* One line naming what is served, for NBD clients ("hablock: resource r0,
+ * node alpha", or "hablock: PATH" standalone). */
+const char *hb_res_description(const struct hb_res *r);
 /* An NBD client connects: 0 with *epoch set, or a positive refusal (this
  * node is not Primary) with one line in msg. */
 int hb_res_client_open(struct hb_res *r, uint64_t *epoch, char *msg, size_t len);

@@ -77,6 +77,7 @@ struct hb_res {
   bool apply_stop;
   int applying;                 /* peer requests received, not yet answered */
   int apply_paused;             /* the link was told to stop reading */
+  char description[HB_ERRLEN];  /* what a client is told it reached */
 };
 
 /* ---- state ---- */
@@ -710,9 +711,18 @@ int hb_res_open(const struct hb_params *p, struct hb_res **out, char *err, size_
     r->state.role = HB_ROLE_PRIMARY;     /* standalone: always serves */
     r->state.disk = HB_DISK_UPTODATE;
     publish_role(r);
+    snprintf(r->description, sizeof r->description, "hablock: %s", p->disk);
+  } else {
+    snprintf(r->description, sizeof r->description, "hablock: resource %s, node %s",
+             r->cfg.name, hb_config_self(&r->cfg)->name);
   }
   *out = r;
   return 0;
+}
+
+const char *hb_res_description(const struct hb_res *r)
+{
+  return r->description;
 }
 
 int hb_res_start(struct hb_res *r, char *err, size_t errlen)

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# What the server advertises: size, flags, block sizes; and --dump-plugin.
+# What the server advertises: size, flags, block sizes, its description, whether the disk
+# underneath spins (as lsblk says, on the test's file system and on tmpfs);
+# and --dump-plugin.
 set -euo pipefail
 . "$(dirname "$0")/functions.sh"
-requires nbdkit nbdinfo truncate /usr/bin/python3
+requires nbdkit nbdinfo truncate findmnt lsblk /usr/bin/python3
 
 # --dump-plugin names the backends built in (all four unless the build
 # turned one off; hybrid needs a loop, io_uring's or libaio's).
@@ -15,13 +17,27 @@ assert_grep '^name=hablock$' "$T/dump" "--dump-plugin"
 assert_grep '^thread_model=parallel$' "$T/dump" "--dump-plugin thread model"
 assert_eq "$(hablock_backends)" "$expected" "hablock_io_backends in --dump-plugin"
 
-# check_info SIZE CACHE: serve a file of SIZE bytes and check nbdinfo --json.
+# rotational DIR: true if the block device holding DIR's file system spins
+# (lsblk's ROTA), false when it is not on a block device (tmpfs).
+rotational() {
+    local src
+    src=$(findmnt -no SOURCE -T "$1")
+    if [[ -b $src && $(lsblk -ndo ROTA "$src" | tr -d ' ') == 1 ]]; then
+        echo true
+    else
+        echo false
+    fi
+}
+
+# check_info SIZE CACHE [DIR]: serve a file of SIZE bytes in DIR (default
+# $T) and check nbdinfo --json.
 check_info() {
-    local size=$1 cache=$2
-    truncate -s "$size" "$T/disk-$size.img"
-    start_hablock info disk="$T/disk-$size.img" cache="$cache"
+    local size=$1 cache=$2 dir=${3:-$T}
+    truncate -s "$size" "$dir/disk-$size.img"
+    start_hablock info disk="$dir/disk-$size.img" cache="$cache"
     nbdinfo --json "${HB_URI[info]}" >"$T/info.json"
-    /usr/bin/python3 - "$T/info.json" "$size" <<'EOF' || fail "nbdinfo --json (size $size, cache=$cache): $(cat "$T/info.json")"
+    rm -f "$dir/disk-$size.img"
+    /usr/bin/python3 - "$T/info.json" "$size" "$(rotational "$dir")" "$dir/disk-$size.img" <<'EOF' || fail "nbdinfo --json (size $size, cache=$cache, in $dir): $(cat "$T/info.json")"
 import json, sys
 info = json.load(open(sys.argv[1]))
 export = info["exports"][0]
@@ -31,6 +47,8 @@ expected = {
     "can_flush": True, "can_fua": True, "can_trim": True, "can_zero": True,
     "can_fast_zero": True, "can_multi_conn": True, "can_cache": True,
     "block_size_minimum": 1, "block_size_preferred": 4096,
+    "is_rotational": sys.argv[3] == "true",
+    "description": "hablock: " + sys.argv[4],
 }
 bad = [f"{k}: expected {v!r}, got {export.get(k, 'nothing')!r}"
        for k, v in expected.items() if export.get(k) != v]
@@ -45,3 +63,11 @@ for cache in none writeback; do
     check_info $((64 << 20)) "$cache"
     check_info $(((1 << 20) + 12345)) "$cache"   # not a multiple of any block
 done
+log "the test's file system is on a rotational device: $(rotational "$T")"
+# tmpfs is on no block device (and has no O_DIRECT)
+if [[ -d /dev/shm ]]; then
+    shm=$(mktemp -d /dev/shm/hablock-t0020.XXXXXX)
+    on_exit "rm -rf $shm"
+    assert_eq "$(rotational "$shm")" false "tmpfs is rotational to lsblk"
+    check_info $((4 << 20)) writeback "$shm"
+fi

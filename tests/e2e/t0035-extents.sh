@@ -71,7 +71,8 @@ h.shutdown()' "${HB_URI[ext]}" "$A"
 
 for_each_backend check_extents
 
-# A block device has no holes to report: all data, in one extent.
+# A block device has no holes to report: all data, in one extent. (Its
+# is_rotational is checked here too: t0020 covers files.)
 if ! command -v losetup >/dev/null || ! losetup -f >/dev/null 2>&1; then
     log "note: no loop device here: the block-device case is not run"
     exit 0
@@ -79,8 +80,14 @@ fi
 make_sparse "$T/blk.img"
 LOOPDEV=$(losetup -f --show "$T/blk.img")
 on_exit "losetup -d $LOOPDEV"
+rota=$([[ $(cat "/sys/block/${LOOPDEV#/dev/}/queue/rotational") == 1 ]] && echo true || echo false)
 for cache in none writeback; do
     start_hablock blk disk="$LOOPDEV" cache="$cache"
     check_map "${HB_URI[blk]}" "block device (cache=$cache)" "0 $SIZE 0"
+    # and whether it spins, as its queue says
+    assert_eq "$(nbdinfo --json "${HB_URI[blk]}" | /usr/bin/python3 -c '
+import json, sys
+print(str(json.load(sys.stdin)["exports"][0]["is_rotational"]).lower())')" "$rota" \
+        "is_rotational of $LOOPDEV (cache=$cache)"
     stop_hablock blk
 done

@@ -46,6 +46,10 @@ grep -qi "primary" "$T/promote.err" || fail "refusal does not say the peer is Pr
 rc=0; hactl_on bravo promote --force 2>/dev/null || rc=$?
 assert_eq "$rc" 3 "hactl promote --force on bravo while alpha is Primary"
 
+# A client is told which resource and node it reached.
+nbdinfo "nbd+unix:///?socket=$T/alpha.sock" >"$T/alpha.info"
+assert_grep '^[[:space:]]*description: hablock: resource r0, node alpha$' "$T/alpha.info" "nbdinfo on alpha"
+
 # Replicate.
 head -c "$size" /dev/urandom >"$T/src.img"
 nbdcopy --flush "$T/src.img" "nbd+unix:///?socket=$T/alpha.sock"
@@ -143,5 +147,7 @@ unset "HB_PID[alpha]"
 wait_for 15 "bravo to notice alpha is gone" node_is bravo connection Connecting
 hactl_on bravo promote
 assert_eq "$(node_field bravo role)" Primary "bravo's role after promotion"
+nbdinfo "nbd+unix:///?socket=$T/bravo.sock" >"$T/bravo.info"
+assert_grep '^[[:space:]]*description: hablock: resource r0, node bravo$' "$T/bravo.info" "nbdinfo on bravo"
 nbdcopy "nbd+unix:///?socket=$T/bravo.sock" "$T/out.img"
 assert_same_bytes "$T/src.img" "$T/out.img" "data read from the promoted bravo"
