@@ -34,6 +34,10 @@
 #define DEFAULT_IO_DIRECT    HB_IO_SYNC
 #define DEFAULT_IO_WRITEBACK HB_IO_HYBRID
 #define DEFAULT_QUEUE_DEPTH  128u
+/* Block status: at most this many extents per request (a client may be
+ * given fewer than it asked for, and a badly fragmented file would
+ * otherwise cost one lseek pair per extent of a 4 GiB range). */
+#define EXTENTS_MAX 1024u
 /* Unaligned direct I/O goes through a per-thread bounce buffer this big. */
 #define BOUNCE_MAX (1u << 20)
 
@@ -683,18 +687,21 @@ int hb_cache(struct hb_dev *d, uint32_t count, uint64_t off)
  * disturbs nothing. A request in flight may or may not be seen, as with
  * any read. A range the file system reports as a hole reads as zeroes: a
  * punched hole, a range never written, or one zeroed with ZERO_RANGE
- * (unwritten extents). */
+ * (unwritten extents: allocated, but SEEK_DATA cannot tell them from a
+ * hole, so a zero with NO_HOLE is reported as a hole too, as nbdkit's file
+ * plugin does). At most EXTENTS_MAX extents. */
 int hb_extents(struct hb_dev *d, uint32_t count, uint64_t off, bool req_one,
                hb_extent_fn add, void *opaque)
 {
   uint64_t pos = off, end = off + count;
+  unsigned n = 0;
   int r;
 
   if (!in_bounds(d, count, off))
     return -EINVAL;
   if (!d->can_extents)
     return count ? add(opaque, off, count, false) : 0;
-  while (pos < end) {
+  while (pos < end && n++ < EXTENTS_MAX) {
     off_t data = lseek(d->disk.fd, (off_t) pos, SEEK_DATA);
     uint64_t next;
     bool hole;

@@ -109,7 +109,8 @@ int hb_res_start(struct hb_res *r, char *err, size_t errlen);
 void hb_res_close(struct hb_res *r);
 struct hb_dev *hb_res_dev(struct hb_res *r);
 /* One line naming what is served, for NBD clients ("hablock: resource r0,
- * node alpha", or "hablock: PATH" standalone). */
+ * node alpha", or standalone "hablock: FILENAME", the disk's last path
+ * component, in printable ASCII). */
 const char *hb_res_description(const struct hb_res *r);
 /* An NBD client connects: 0 with *epoch set, or a positive refusal (this
  * node is not Primary) with one line in msg. */

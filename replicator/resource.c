@@ -77,7 +77,7 @@ struct hb_res {
   bool apply_stop;
   int applying;                 /* peer requests received, not yet answered */
   int apply_paused;             /* the link was told to stop reading */
-  char description[HB_ERRLEN];  /* what a client is told it reached */
+  char description[320];        /* what a client is told it reached */
 };
 
 /* ---- state ---- */
@@ -691,6 +691,21 @@ static int open_replicated(struct hb_res *r, const struct hb_params *p, char *er
   return 0;
 }
 
+/* "hablock: NAME", the disk's file name (not where it lives on the
+ * server), in printable ASCII: a byte that is not becomes '?' (an NBD
+ * description must be UTF-8). */
+static void describe_disk(char *buf, size_t len, const char *path)
+{
+  const char *name = strrchr(path, '/');
+  size_t n;
+
+  name = name && name[1] ? name + 1 : path;
+  n = (size_t) snprintf(buf, len, "hablock: %s", name);
+  for (size_t i = strlen("hablock: "); i < n && i < len - 1; i++)
+    if ((unsigned char) buf[i] < 0x20 || (unsigned char) buf[i] > 0x7e)
+      buf[i] = '?';
+}
+
 int hb_res_open(const struct hb_params *p, struct hb_res **out, char *err, size_t errlen)
 {
   struct hb_res *r = calloc(1, sizeof *r);
@@ -711,7 +726,7 @@ int hb_res_open(const struct hb_params *p, struct hb_res **out, char *err, size_
     r->state.role = HB_ROLE_PRIMARY;     /* standalone: always serves */
     r->state.disk = HB_DISK_UPTODATE;
     publish_role(r);
-    snprintf(r->description, sizeof r->description, "hablock: %s", p->disk);
+    describe_disk(r->description, sizeof r->description, p->disk);
   } else {
     snprintf(r->description, sizeof r->description, "hablock: resource %s, node %s",
              r->cfg.name, hb_config_self(&r->cfg)->name);

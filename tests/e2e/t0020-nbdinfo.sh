@@ -18,12 +18,14 @@ assert_grep '^thread_model=parallel$' "$T/dump" "--dump-plugin thread model"
 assert_eq "$(hablock_backends)" "$expected" "hablock_io_backends in --dump-plugin"
 
 # rotational DIR: true if the block device holding DIR's file system spins
-# (lsblk's ROTA), false when it is not on a block device (tmpfs).
+# (lsblk's ROTA of the device findmnt names by number: a mount's source may
+# be /dev/root or a bind mount's path), false when it is on none (tmpfs).
 rotational() {
-    local src
-    src=$(findmnt -no SOURCE -T "$1")
-    if [[ -b $src && $(lsblk -ndo ROTA "$src" | tr -d ' ') == 1 ]]; then
-        echo true
+    local mm dev
+    mm=$(findmnt -nvo MAJ:MIN -T "$1" | tr -d ' ')
+    if [[ -e /sys/dev/block/$mm ]]; then
+        dev=/dev/$(basename "$(readlink -f "/sys/dev/block/$mm")")
+        [[ $(lsblk -ndo ROTA "$dev" | tr -d ' ') == 1 ]] && echo true || echo false
     else
         echo false
     fi
@@ -37,7 +39,7 @@ check_info() {
     start_hablock info disk="$dir/disk-$size.img" cache="$cache"
     nbdinfo --json "${HB_URI[info]}" >"$T/info.json"
     rm -f "$dir/disk-$size.img"
-    /usr/bin/python3 - "$T/info.json" "$size" "$(rotational "$dir")" "$dir/disk-$size.img" <<'EOF' || fail "nbdinfo --json (size $size, cache=$cache, in $dir): $(cat "$T/info.json")"
+    /usr/bin/python3 - "$T/info.json" "$size" "$(rotational "$dir")" "disk-$size.img" <<'EOF' || fail "nbdinfo --json (size $size, cache=$cache, in $dir): $(cat "$T/info.json")"
 import json, sys
 info = json.load(open(sys.argv[1]))
 export = info["exports"][0]

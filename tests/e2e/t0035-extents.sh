@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Block status (NBD base:allocation) through real clients, for each io x
 # cache: nbdinfo --map of a sparse disk shows its holes and its data where
-# they are; a trim through nbdsh makes a hole there; nbdcopy out gives an
-# equal copy that stays sparse. A block device (a loop device over the same
-# kind of file) reports all data, as nbdkit does for a plugin without
-# extents.
+# the file system has them (its own SEEK_DATA/SEEK_HOLE map, read by
+# Python, which on ext4 with 4 KiB blocks is exactly the ranges written);
+# a trim through nbdsh makes a hole there; nbdcopy out gives an equal copy
+# that stays sparse. A block device (a loop device over the same kind of
+# file) reports all data, as nbdkit does for a plugin without extents.
 set -euo pipefail
 . "$(dirname "$0")/functions.sh"
 requires nbdkit nbdinfo nbdcopy cmp truncate dd stat awk
@@ -25,6 +26,30 @@ make_sparse() {   # PATH
 # map URI: nbdinfo --map as "offset length type" lines.
 map() { nbdinfo --map "$1" | awk '{ print $1, $2, $3 }'; }
 
+# fs_map FILE: the same lines from the file system itself (type 3: hole
+# and zero, 0: data).
+fs_map() {
+    /usr/bin/python3 - "$1" <<'PY'
+import errno, os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+size, pos = os.fstat(fd).st_size, 0
+while pos < size:
+    try:
+        data = os.lseek(fd, pos, os.SEEK_DATA)
+    except OSError as e:
+        if e.errno != errno.ENXIO:
+            raise
+        data = size
+    if data > pos:
+        print(pos, data - pos, 3)
+        pos = data
+        continue
+    hole = os.lseek(fd, pos, os.SEEK_HOLE)
+    print(pos, hole - pos, 0)
+    pos = hole
+PY
+}
+
 check_map() {   # URI WHAT EXPECTED-LINES...
     local uri=$1 what=$2 got want
     shift 2
@@ -36,15 +61,20 @@ expected
 $want"
 }
 
+# has_line LINES LINE WHAT: LINE is one of LINES.
+has_line() { grep -qxF -- "$2" <<<"$1" || fail "$3: no extent '$2' in
+$1"; }
+
 check_extents() {   # IO CACHE
     local io=$1 cache=$2 disk=$T/disk.img alloc
+    local -a want
     make_sparse "$disk"
     start_hablock ext disk="$disk" io="$io" cache="$cache"
     nbdinfo "${HB_URI[ext]}" | grep -q 'base:allocation' ||
         fail "base:allocation not offered (io=$io cache=$cache)"
-    check_map "${HB_URI[ext]}" "sparse disk (io=$io cache=$cache)" \
-        "0 $A 3" "$A 131072 0" "$((A + 131072)) $((B - A - 131072)) 3" \
-        "$B 4096 0" "$((B + 4096)) $((SIZE - B - 4096)) 3"
+    mapfile -t want < <(fs_map "$disk")
+    (( ${#want[@]} >= 3 )) || fail "the file system made no holes in a sparse file: ${want[*]}"
+    check_map "${HB_URI[ext]}" "sparse disk (io=$io cache=$cache)" "${want[@]}"
 
     # trim the first half of the first island: a hole again
     /usr/bin/python3 -c '
@@ -54,10 +84,10 @@ h.connect_uri(sys.argv[1])
 h.trim(65536, int(sys.argv[2]))
 h.flush()
 h.shutdown()' "${HB_URI[ext]}" "$A"
-    check_map "${HB_URI[ext]}" "after a trim (io=$io cache=$cache)" \
-        "0 $((A + 65536)) 3" "$((A + 65536)) 65536 0" \
-        "$((A + 131072)) $((B - A - 131072)) 3" \
-        "$B 4096 0" "$((B + 4096)) $((SIZE - B - 4096)) 3"
+    mapfile -t want < <(fs_map "$disk")
+    check_map "${HB_URI[ext]}" "after a trim (io=$io cache=$cache)" "${want[@]}"
+    # the trimmed range is a hole (the file system frees whole 64 KiB here)
+    has_line "$(map "${HB_URI[ext]}")" "0 $((A + 65536)) 3" "after a trim (io=$io cache=$cache)"
 
     # nbdcopy out: the same bytes, and the copy keeps the holes
     rm -f "$T/out.img"
@@ -73,12 +103,11 @@ for_each_backend check_extents
 
 # A block device has no holes to report: all data, in one extent. (Its
 # is_rotational is checked here too: t0020 covers files.)
-if ! command -v losetup >/dev/null || ! losetup -f >/dev/null 2>&1; then
+make_sparse "$T/blk.img"
+if ! command -v losetup >/dev/null || ! LOOPDEV=$(losetup -f --show "$T/blk.img" 2>/dev/null); then
     log "note: no loop device here: the block-device case is not run"
     exit 0
 fi
-make_sparse "$T/blk.img"
-LOOPDEV=$(losetup -f --show "$T/blk.img")
 on_exit "losetup -d $LOOPDEV"
 rota=$([[ $(cat "/sys/block/${LOOPDEV#/dev/}/queue/rotational") == 1 ]] && echo true || echo false)
 for cache in none writeback; do

@@ -110,14 +110,17 @@ def ctl(sock, *args, until=10):
             sys.exit(f"hactl {' '.join(args)}: {r.stderr.strip()}")
         time.sleep(0.1)     # the peer's STATE may still be on its way
 def refused(h, what):
-    try:
-        h.pread(4096, 0)
-    except nbd.Error as e:
-        if e.errnum != errno.EPERM:
-            sys.exit(f"{what}: the stale client got {e} (expected EPERM)")
-        return
-    sys.exit(f"{what}: the stale client was served a read")
+    for op, call in (("a read", lambda: h.pread(4096, 0)),
+                     ("block status", lambda: h.block_status(4096, 0, lambda *a: 0))):
+        try:
+            call()
+        except nbd.Error as e:
+            if e.errnum != errno.EPERM:
+                sys.exit(f"{what}: the stale client's {op} got {e} (expected EPERM)")
+            continue
+        sys.exit(f"{what}: the stale client was served {op}")
 old = nbd.NBD()
+old.add_meta_context(nbd.CONTEXT_BASE_ALLOCATION)
 old.connect_unix(asock)
 old.pread(4096, 0)
 ctl(actl, "demote", "--force")
