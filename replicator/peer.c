@@ -722,6 +722,13 @@ static void handle_ack(struct hb_peer *p, const struct hb_frame *f, const unsign
     link_fail(p, "bad NACK: %s", msg);
     return;
   }
+  /* -ENOTCONN is this side's own answer: "the link dropped the request,
+   * and ev_lost recorded it". A peer's NACK never means that, whatever
+   * its disk said (a file system over FUSE whose daemon died says
+   * ENOTCONN): it is a failure like any other, so the Primary records the
+   * range and excludes the peer. */
+  if (err == ENOTCONN)
+    err = EIO;
   *pp = io->next;
   if (!*pp)
     p->pending_tail = pp;

@@ -16,6 +16,9 @@ on answers nothing but PINGs:
   late        every request answered, in reverse order of arrival
   nack        a WRITE or ZERO answered NACK (EIO): the peer failed it
   nack-flush  a FLUSH answered NACK (EIO)
+  nack-enotconn  a WRITE or ZERO answered NACK with ENOTCONN (what a disk
+              on a FUSE file system whose daemon died says): a failure like
+              any other, never taken for alpha's own "the link dropped it"
   silent      a request never answered: the request timeout must drop us
   stray-ack   an ACK for an id alpha never sent: the link must drop
   double-ack  a request ACKed twice (the second is a stray)
@@ -58,6 +61,7 @@ BLOCK = 4096
 SLOT = 64 << 10
 CLIENTS, OPS = 3, 40
 EIO = 5
+ENOTCONN = 107
 
 
 def client_main(uri, size, seed, out):
@@ -127,6 +131,8 @@ class BadSecondary:
         p = self.policy
         if p in ("nack", "nack-flush"):
             self.answer(link, fr, ok=False)
+        elif p == "nack-enotconn":
+            self.answer(link, fr, ok=False, err=ENOTCONN)
         elif p == "stray-ack":
             link.send(header(ACK, rid=fr[3] + (1 << 40)))
         elif p == "double-ack":
@@ -140,7 +146,8 @@ class BadSecondary:
 
     def serve(self, link, stop):
         """Answer alpha's requests until the clients are done."""
-        wanted = {"nack": (WRITE, ZERO), "nack-flush": (FLUSH,)}.get(
+        wanted = {"nack": (WRITE, ZERO), "nack-enotconn": (WRITE, ZERO),
+                  "nack-flush": (FLUSH,)}.get(
             self.policy, (WRITE, ZERO, FLUSH))
         budget = self.rng.randint(0, 3) if self.policy == "nack-flush" \
             else self.rng.randint(1, CLIENTS * OPS // 2)
@@ -248,6 +255,9 @@ class BadSecondary:
                 "nack": (r"r0: the peer failed (WRITE|ZERO) at \d+ "
                          r"\(Input/output error\): its disk is failing; "
                          r"going on alone", "StandAlone"),
+                "nack-enotconn": (r"r0: the peer failed (WRITE|ZERO) at \d+ "
+                                  r"\(Input/output error\): its disk is "
+                                  r"failing; going on alone", "StandAlone"),
                 "nack-flush": (r"r0: the peer failed a flush \(Input/output "
                                r"error\): its disk is failing; going on alone",
                                "StandAlone"),

@@ -18,7 +18,7 @@
 #     with nothing out of sync).
 # A fresh alpha per policy (a pair with blocks out of sync does not
 # reconnect until resync exists). HB_T0257_ROUNDS (default 1) rounds of all
-# eight policies, HB_T0257_SEED (default 257) the first seed.
+# nine policies, HB_T0257_SEED (default 257) the first seed.
 set -euo pipefail
 . "$(dirname "$0")/functions.sh"
 requires nbdkit
@@ -36,7 +36,7 @@ pa=$(pair_port alpha)
 [[ -n $pa ]] || fail "no address for alpha in $T/r0.conf"
 
 for ((r = 0; r < rounds; r++)); do
-    for policy in ack late nack nack-flush silent stray-ack double-ack cut; do
+    for policy in ack late nack nack-enotconn nack-flush silent stray-ack double-ack cut; do
         log "== $policy, seed $seed"
         rm -f "$T/alpha.img"
         truncate -s "$size" "$T/alpha.img"
