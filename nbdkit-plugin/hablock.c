@@ -18,6 +18,7 @@ NBDKIT_DLL_PUBLIC int hablock_debug_force_no_loop = 0;
 NBDKIT_DLL_PUBLIC int hablock_debug_fail_flush = 0;
 NBDKIT_DLL_PUBLIC int hablock_debug_stall_flush_ms = 0;
 NBDKIT_DLL_PUBLIC int hablock_debug_stall_write_ms = 0;
+NBDKIT_DLL_PUBLIC int hablock_debug_stall_send_ms = 0;
 /* Tuning, for measuring: microseconds a lone waiter spins for its ACK
  * (replication; -1: the built-in default, 0: never spin). */
 NBDKIT_DLL_PUBLIC int hablock_debug_ack_spin_us = -1;
@@ -80,6 +81,7 @@ static int hablock_config_complete(void)
   params.fail_flush = hablock_debug_fail_flush != 0;
   params.stall_flush_ms = hablock_debug_stall_flush_ms > 0 ? (unsigned) hablock_debug_stall_flush_ms : 0;
   params.stall_write_ms = hablock_debug_stall_write_ms > 0 ? (unsigned) hablock_debug_stall_write_ms : 0;
+  params.stall_send_ms = hablock_debug_stall_send_ms > 0 ? (unsigned) hablock_debug_stall_send_ms : 0;
   params.ack_spin_us = hablock_debug_ack_spin_us;
   params.write_lock = hablock_debug_write_lock != 0;
   if (hb_params_check(&params, err, sizeof err) < 0) {

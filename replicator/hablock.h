@@ -39,6 +39,8 @@ struct hb_params {
   bool fail_flush;      /* debug: as a Secondary, fail the peer's FLUSH with EIO */
   unsigned stall_flush_ms; /* debug: as a Secondary, hold the peer's FLUSH this long */
   unsigned stall_write_ms; /* debug: as a Secondary, hold each of the peer's WRITEs this long */
+  unsigned stall_send_ms; /* debug: as a Primary, hold each replicated request this long
+                             before handing it to the link, and again if that fails */
   int ack_spin_us;      /* debug: a lone waiter's spin for its ACK (-1: default) */
   bool write_lock;      /* experiment: page-cache writes to a file also
                            wait on our lock (wlock.h); off by default,

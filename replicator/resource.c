@@ -59,6 +59,9 @@ struct hb_res {
   bool declare_pair;            /* next STATE tells the peer: pair identical */
   bool promoting;               /* our PROMOTE is waiting for the peer's answer */
   int own_requests;             /* replicate()/flush in progress (ev_promote) */
+  int sending;                  /* under lock: requests decided "replicate" on a
+                                   Connected link, not yet handed to it nor
+                                   recorded (ev_hello waits for none) */
   int peer_writes;              /* the peer's requests being carried out (atomic) */
   int peer_writes_closed;       /* a promotion is waiting for them (atomic) */
   int closing;                  /* hb_res_close has begun (stall() reads it) */
@@ -66,6 +69,8 @@ struct hb_res {
   bool fail_flush;              /* debug flag: fail the peer's FLUSH */
   unsigned stall_flush_ms;      /* debug flag: hold the peer's FLUSH */
   unsigned stall_write_ms;      /* debug flag: hold each of the peer's WRITEs */
+  unsigned stall_send_ms;       /* debug flag: hold our requests around the hand-over */
+  unsigned long lost_sends;     /* requests the link was gone for at the hand-over (atomic) */
   bool force_aio;               /* debug flag: the loop as if io_uring were missing */
   int primary;                  /* atomic copy of state.role == Primary */
   /* the Secondary's apply workers */
@@ -112,6 +117,8 @@ static bool record_oos(struct hb_res *r, uint64_t off, uint64_t len, bool unless
   first = record && r->state.oos_bytes == 0;
   if (record)
     hb_state_write_without_peer(&r->state, &r->bitmap, off, len);
+  else
+    r->sending++;               /* the caller sends: send_settled() */
   pthread_mutex_unlock(&r->lock);
   if (first)
     hb_info("%s: writing without the peer: changed blocks are recorded as out of sync",
@@ -122,6 +129,28 @@ static bool record_oos(struct hb_res *r, uint64_t off, uint64_t len, bool unless
 static void mark_oos(struct hb_res *r, uint64_t off, uint64_t len)
 {
   record_oos(r, off, len, false);
+}
+
+/* A request record_oos() let through to the link is settled: handed to
+ * the link (which records it through ev_lost if it goes down), or, when
+ * the link had gone down in between, recorded here, in the same critical
+ * section that ends the count. Until then no handshake completes
+ * (ev_hello): a new link must not look in sync while a write it never
+ * carried is about to be recorded. */
+static void send_settled(struct hb_res *r, uint64_t off, uint64_t len, bool lost)
+{
+  bool first = false;
+
+  pthread_mutex_lock(&r->lock);
+  if (lost) {
+    first = r->state.oos_bytes == 0;
+    hb_state_write_without_peer(&r->state, &r->bitmap, off, len);
+  }
+  r->sending--;
+  pthread_mutex_unlock(&r->lock);
+  if (first)
+    hb_info("%s: writing without the peer: changed blocks are recorded as out of sync",
+            r->cfg.name);
 }
 
 /* The peer failed a request it had accepted: exclude it (StandAlone until
@@ -167,6 +196,15 @@ static int ev_hello(void *opaque, const struct hb_hello *remote, char *msg, size
   int ret;
 
   pthread_mutex_lock(&r->lock);
+  if (r->sending > 0) {
+    /* Writes decided on the previous link are still on their way to it,
+     * or to the bitmap if it went down first: not in sync yet, nor known
+     * to differ. Refused for now; the link tries again. */
+    snprintf(msg, len, "%d write%s of the previous connection still being settled; "
+             "trying again", r->sending, r->sending == 1 ? "" : "s");
+    pthread_mutex_unlock(&r->lock);
+    return -EAGAIN;
+  }
   ret = hb_on_handshake(&r->state, (enum hb_role) remote->role, (enum hb_disk) remote->disk,
                         remote->flags & HB_HELLO_F_OUT_OF_SYNC, msg, len);
   if (ret == 0) {
@@ -291,9 +329,11 @@ static void direct_applied(struct hb_req *req)
 {
   struct direct_apply *a = (struct direct_apply *) req;
 
-  peer_write_end(a->res);
+  /* Failed first: a promotion waiting for this write (drain_peer_writes)
+   * must find the disk Failed once the count lets it go. */
   if (req->res < 0)
     apply_failed(a->res, HB_WIRE_WRITE, req->off, req->res);
+  peer_write_end(a->res);
   hb_peer_reply_local(a->res->peer, a->link, a->id, req->res);
   apply_done(a->res);
   hb_buf_free(req->buf, a->len);
@@ -459,11 +499,13 @@ static void *apply_main(void *arg)
         ret = r->fail_flush ? -EIO : hb_flush(r->dev);
         break;
       }
+      /* Failed before the count lets a waiting promotion go (a refusal
+       * by role, above, says nothing about the disk). */
+      if (ret < 0)
+        apply_failed(r, it->f.type, it->f.offset, ret);
       if (changes)
         peer_write_end(r);
     }
-    if (ret < 0 && !refused)    /* refused by role: the disk is fine */
-      apply_failed(r, it->f.type, it->f.offset, ret);
     hb_peer_reply(r->peer, it->link, it->f.id, ret);
     apply_done(r);
     hb_buf_free(it->payload, it->f.payload_len);
@@ -622,6 +664,7 @@ static int open_replicated(struct hb_res *r, const struct hb_params *p, char *er
   r->fail_flush = p->fail_flush;
   r->stall_flush_ms = p->stall_flush_ms;
   r->stall_write_ms = p->stall_write_ms;
+  r->stall_send_ms = p->stall_send_ms;
   r->force_aio = p->force_aio_fallback;
   self = hb_config_self(&r->cfg);
   peer = hb_config_peer(&r->cfg);
@@ -1027,6 +1070,7 @@ void hb_res_status(struct hb_res *r, struct hb_res_status *st)
   st->peer = r->replicated ? hb_config_peer(&r->cfg)->name : "";
   st->io = hb_io_name(hb_dev_io(r->dev));
   st->loop = r->loop ? r->loop->ops->name : "";
+  st->lost_sends = __atomic_load_n(&r->lost_sends, __ATOMIC_ACQUIRE);
   st->tls_on = r->replicated && r->cfg.tls != HB_TLS_OFF;
   if (r->peer)
     hb_peer_info(r->peer, &st->link);
@@ -1083,9 +1127,16 @@ static int replicate_counted(struct hb_res *r, uint16_t type, const void *buf, u
    * count that a write in progress is about to raise. Once handed to the
    * link, a request the peer does not answer is recorded by ev_lost. */
   sent = !record_oos(r, off, count, true);
-  if (sent && hb_peer_send_io(r->peer, &io) < 0) {
-    mark_oos(r, off, count);      /* the link went down in between */
-    sent = false;
+  if (sent) {
+    if (r->stall_send_ms)
+      stall(r, r->stall_send_ms);
+    sent = hb_peer_send_io(r->peer, &io) == 0;
+    if (!sent) {                /* the link went down in between */
+      __atomic_add_fetch(&r->lost_sends, 1, __ATOMIC_RELEASE);
+      if (r->stall_send_ms)
+        stall(r, r->stall_send_ms);
+    }
+    send_settled(r, off, count, !sent);
   }
   ret = local(r, buf, count, off, flags);
   pr = sent ? hb_peer_io_wait(&io) : 0;

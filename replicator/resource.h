@@ -13,6 +13,8 @@ struct hb_res_status {
   bool tls_on;
   struct hb_node_state state;
   struct hb_peer_info link;
+  unsigned long lost_sends;     /* requests decided for a link that was gone
+                                   at the hand-over, and recorded instead */
 };
 
 void hb_res_status(struct hb_res *r, struct hb_res_status *st);
