@@ -34,11 +34,14 @@ int hb_queue_push(struct hb_queue *q, struct hb_qnode *n)
   q->list.tail = &n->next;
   pthread_mutex_unlock(&q->lock);
 
+  /* From here the node is the consumer's: a caller must never reuse or
+   * free it, so nothing below may report a failure. A write to the
+   * eventfd fails only with EAGAIN (the counter is saturated: the consumer
+   * is awake anyway) or EINTR (try again). */
   if (was_empty) {
     uint64_t one = 1;
-    /* EAGAIN means the counter is saturated: the consumer is awake anyway. */
-    if (write(q->efd, &one, sizeof one) < 0 && errno != EAGAIN)
-      return -errno;
+    while (write(q->efd, &one, sizeof one) < 0 && errno == EINTR)
+      ;
   }
   return 0;
 }

@@ -63,7 +63,8 @@ struct hb_queue {
 
 int hb_queue_init(struct hb_queue *q);
 void hb_queue_destroy(struct hb_queue *q);
-/* Append; returns 0 or -errno (only if the eventfd write fails). */
+/* Append and wake the consumer. Returns 0: the node is queued, and the
+ * consumer's from then on. */
 int hb_queue_push(struct hb_queue *q, struct hb_qnode *n);
 /* Take everything queued, in push order (NULL if empty). */
 struct hb_qnode *hb_queue_take(struct hb_queue *q);
