@@ -78,32 +78,23 @@ static int teardown(void **state)
   return system(cmd) == 0 ? 0 : -1;
 }
 
-static struct hb_res *open_node_params(const char *node, bool fail_flush, unsigned stall_ms,
-                                       unsigned stall_send_ms)
+/* A node of the pair, with p's debug settings (fail_*, stall_*). */
+static struct hb_res *open_node_p(const char *node, struct hb_params p)
 {
-  struct hb_params p = { .config = conf, .node = (char *) node, .cache = HB_CACHE_WRITEBACK,
-                         .fail_flush = fail_flush, .stall_flush_ms = stall_ms,
-                         .stall_send_ms = stall_send_ms };
   struct hb_res *r;
   char err[HB_ERRLEN];
+
+  p.config = conf;
+  p.node = (char *) node;
+  p.cache = HB_CACHE_WRITEBACK;
   if (hb_res_open(&p, &r, err, sizeof err) < 0 || hb_res_start(r, err, sizeof err) < 0)
     fail_msg("%s: %s", node, err);
   return r;
 }
 
-static struct hb_res *open_node_stall(const char *node, bool fail_flush, unsigned stall_ms)
-{
-  return open_node_params(node, fail_flush, stall_ms, 0);
-}
-
-static struct hb_res *open_node_with(const char *node, bool fail_flush)
-{
-  return open_node_stall(node, fail_flush, 0);
-}
-
 static struct hb_res *open_node(const char *node)
 {
-  return open_node_with(node, false);
+  return open_node_p(node, (struct hb_params) { 0 });
 }
 
 static struct hb_res_status st(struct hb_res *r)
@@ -183,14 +174,15 @@ static void test_reconnect_during_write(void **state)
 
 /* Fresh zero-filled disks, both nodes connected, alpha Primary (forced:
  * the pair declared identical), bravo UpToDate. */
-static void pair_up_stalled(bool bravo_fails_flush, unsigned alpha_stall_send_ms)
+/* pair_up with debug settings for each node. */
+static void pair_up_with(struct hb_params alpha, struct hb_params bravo)
 {
   char cmd[300], msg[256];
 
   snprintf(cmd, sizeof cmd, "rm -f %s/*.img && truncate -s 16M %s/a.img %s/b.img", dir, dir, dir);
   assert_int_equal(system(cmd), 0);
-  A = open_node_params("alpha", false, 0, alpha_stall_send_ms);
-  B = open_node_with("bravo", bravo_fails_flush);
+  A = open_node_p("alpha", alpha);
+  B = open_node_p("bravo", bravo);
   assert_true(wait_until(both_up, 10000));
   assert_int_equal(hb_res_promote(A, true, msg, sizeof msg), 0);
   assert_true(wait_until(b_uptodate, 5000));
@@ -198,7 +190,7 @@ static void pair_up_stalled(bool bravo_fails_flush, unsigned alpha_stall_send_ms
 
 static void pair_up(bool bravo_fails_flush)
 {
-  pair_up_stalled(bravo_fails_flush, 0);
+  pair_up_with((struct hb_params) { 0 }, (struct hb_params) { .fail_flush = bravo_fails_flush });
 }
 
 static void pair_down(void)
@@ -229,7 +221,7 @@ static void test_reconnect_while_a_write_settles(void **state)
   pthread_t th;
   bool up;
 
-  pair_up_stalled(false, 1500);
+  pair_up_with((struct hb_params) { .stall_send_ms = 1500 }, (struct hb_params) { 0 });
   memset(buf, 'q', 4096);
   assert_int_equal(pthread_create(&th, NULL, one_write, NULL), 0);
   hb_res_set_connect(B, false);              /* down before the hand-over */
@@ -427,7 +419,7 @@ static void test_handover_with_requests_in_flight(void **state)
   snprintf(cmd, sizeof cmd, "rm -f %s/*.img && truncate -s 16M %s/a.img %s/b.img", dir, dir, dir);
   assert_int_equal(system(cmd), 0);
   A = open_node("alpha");
-  B = open_node_stall("bravo", false, 1000);   /* bravo holds each FLUSH 1 s */
+  B = open_node_p("bravo", (struct hb_params) { .stall_flush_ms = 1000 }); /* holds each FLUSH 1 s */
   assert_true(wait_until(both_up, 10000));
   assert_int_equal(hb_res_promote(A, true, msg, sizeof msg), 0);
   assert_true(wait_until(b_uptodate, 5000));
