@@ -37,6 +37,7 @@ struct hb_params {
   bool force_aio_fallback; /* debug: pretend io_uring_queue_init failed */
   bool force_no_loop;   /* debug: pretend neither a ring nor an aio context can be made */
   bool fail_flush;      /* debug: as a Secondary, fail the peer's FLUSH with EIO */
+  bool fail_write;      /* debug: as a Secondary, fail the peer's WRITEs with EIO */
   unsigned stall_flush_ms; /* debug: as a Secondary, hold the peer's FLUSH this long */
   unsigned stall_write_ms; /* debug: as a Secondary, hold each of the peer's WRITEs this long */
   unsigned stall_send_ms; /* debug: as a Primary, hold each replicated request this long

@@ -67,6 +67,7 @@ struct hb_res {
   int closing;                  /* hb_res_close has begun (stall() reads it) */
   uint64_t role_epoch;          /* demotions so far (hb_res_client_stale) */
   bool fail_flush;              /* debug flag: fail the peer's FLUSH */
+  bool fail_write;              /* debug flag: fail the peer's WRITEs */
   unsigned stall_flush_ms;      /* debug flag: hold the peer's FLUSH */
   unsigned stall_write_ms;      /* debug flag: hold each of the peer's WRITEs */
   unsigned stall_send_ms;       /* debug flag: hold our requests around the hand-over */
@@ -357,7 +358,7 @@ static void write_now(struct hb_req *call)
    * waits for this write. */
   if (r->stall_write_ms)
     stall(r, r->stall_write_ms);
-  a->req.res = hb_dev_write_now(&a->req);
+  a->req.res = r->fail_write ? -EIO : hb_dev_write_now(&a->req);
   hb_peer_loop_beat(r->peer);   /* held, not stuck: the keepalive goes on */
   direct_applied(&a->req);
 }
@@ -485,7 +486,8 @@ static void *apply_main(void *arg)
       case HB_WIRE_WRITE:
         if (r->stall_write_ms)
           stall(r, r->stall_write_ms);
-        ret = hb_pwrite(r->dev, it->payload, it->f.count, it->f.offset, flags);
+        ret = r->fail_write ? -EIO
+                            : hb_pwrite(r->dev, it->payload, it->f.count, it->f.offset, flags);
         break;
       case HB_WIRE_TRIM:
         ret = hb_trim(r->dev, it->f.count, it->f.offset, flags);
@@ -662,6 +664,7 @@ static int open_replicated(struct hb_res *r, const struct hb_params *p, char *er
     return ret;
   r->replicated = true;
   r->fail_flush = p->fail_flush;
+  r->fail_write = p->fail_write;
   r->stall_flush_ms = p->stall_flush_ms;
   r->stall_write_ms = p->stall_write_ms;
   r->stall_send_ms = p->stall_send_ms;
@@ -1063,6 +1066,7 @@ void hb_res_status(struct hb_res *r, struct hb_res_status *st)
   memset(st, 0, sizeof *st);
   pthread_mutex_lock(&r->lock);
   st->state = r->state;
+  st->sending = r->sending;
   pthread_mutex_unlock(&r->lock);
   st->replicated = r->replicated;
   st->resource = r->replicated ? r->cfg.name : "";
@@ -1071,6 +1075,7 @@ void hb_res_status(struct hb_res *r, struct hb_res_status *st)
   st->io = hb_io_name(hb_dev_io(r->dev));
   st->loop = r->loop ? r->loop->ops->name : "";
   st->lost_sends = __atomic_load_n(&r->lost_sends, __ATOMIC_ACQUIRE);
+  st->applying = __atomic_load_n(&r->applying, __ATOMIC_ACQUIRE);
   st->tls_on = r->replicated && r->cfg.tls != HB_TLS_OFF;
   if (r->peer)
     hb_peer_info(r->peer, &st->link);

@@ -15,6 +15,9 @@ struct hb_res_status {
   struct hb_peer_info link;
   unsigned long lost_sends;     /* requests decided for a link that was gone
                                    at the hand-over, and recorded instead */
+  int applying;                 /* the peer's requests received, not yet answered */
+  int sending;                  /* our requests decided for the link, not yet
+                                   handed to it nor recorded */
 };
 
 void hb_res_status(struct hb_res *r, struct hb_res_status *st);
