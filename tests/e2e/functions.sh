@@ -157,8 +157,17 @@ _alive() {   # PID: running (a zombie is dead)
     [[ $state != Z* ]]
 }
 
+# _free_port [N]: N (default 1) distinct free loopback TCP ports, one per
+# line. All N sockets stay bound until every port is chosen: two separate
+# calls may be given the same port (the kernel reuses a port freed a
+# moment ago), which once gave both nodes of a pair one address.
 _free_port() {
-    /usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+    /usr/bin/python3 -c '
+import socket, sys
+socks = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print("\n".join(str(s.getsockname()[1]) for s in socks))' "${1:-1}"
 }
 
 _hablock_ready() {   # NAME
@@ -254,7 +263,7 @@ make_pair() {
     sh "$HABLOCK_SRCDIR/tests/tls/mkcerts.sh" "$T/tls" >/dev/null 2>&1 ||
         skip "cannot make test certificates (openssl)"
     truncate -s "$size" "$T/alpha.img" "$T/bravo.img"
-    pa=$(_free_port); pb=$(_free_port)
+    { read -r pa; read -r pb; } < <(_free_port 2)
     {
         printf '[resource]\nname = r0\nprotocol = C\ncontrol = %s/%%n.ctl\n' "$T"
         printf 'ping-interval = 500ms\nping-timeout = 2s\nconnect-timeout = 5s\n'

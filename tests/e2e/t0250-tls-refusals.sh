@@ -378,7 +378,8 @@ sed -e '/^\[tls\]$/,/^\[node/{/^\[node/!d}' \
     -e 's|^\[node alpha\]$|[tls]\nmode = off\n[node alpha]|' \
     -e "s|^control = .*|control = $T/modeoff-%n.ctl|" \
     -e "s|/alpha\\.img\$|/plain.img|" \
-    -e "s|:$pa\$|:$(_free_port)|" "$T/r0.conf" >"$T/modeoff.conf"
+    -e "s|:$pa\$|:$(_free_port 2 | grep -vxF "$(pair_port bravo)" | head -n 1)|" \
+    "$T/r0.conf" >"$T/modeoff.conf"
 off_line=$(grep -n '^mode = off$' "$T/modeoff.conf" | cut -d: -f1)
 start_hablock --ctl "$T/modeoff-alpha.ctl" modeoff config="$T/modeoff.conf" node=alpha
 assert_grep "TLS is off \\($T/modeoff.conf:$off_line\\).*not authenticated.*clear" "${HB_LOG[modeoff]}" \
@@ -411,10 +412,10 @@ log "ok: the real pair connected, alpha serves NBD, bravo mirrors it"
 
 # A third configuration whose alpha is a raw endpoint that accepts and at
 # once closes every connection; its bravo (a new node, TLS on) must back off.
-cp=$(_free_port)
+{ read -r cp; read -r cb; } < <(_free_port 2)
 sed -e "s|^control = .*|control = $T/storm-%n.ctl|" \
     -e "s|/bravo\\.img\$|/storm.img|" \
-    -e "s|:$pa\$|:$cp|" -e "s|:$(pair_port bravo)\$|:$(_free_port)|" "$T/r0.conf" >"$T/storm.conf"
+    -e "s|:$pa\$|:$cp|" -e "s|:$(pair_port bravo)\$|:$cb|" "$T/r0.conf" >"$T/storm.conf"
 truncate -s "$size" "$T/storm.img"
 "${RAW[@]}" count "$cp" - 3 >"$T/count.out" &
 count_pid=$!

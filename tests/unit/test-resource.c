@@ -39,24 +39,32 @@ static char *buf;
 static const uint32_t wlen = 8u << 20;
 static int wret;
 
-static int free_port(void)
+/* Two distinct free loopback ports: both sockets stay bound until both
+ * are chosen (two calls one after the other may get the same port). */
+static void free_ports(int port[2])
 {
-  struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-  socklen_t len = sizeof sa;
-  int fd = socket(AF_INET, SOCK_STREAM, 0), port;
-  assert_true(fd >= 0);
-  assert_int_equal(bind(fd, (struct sockaddr *) &sa, sizeof sa), 0);
-  assert_int_equal(getsockname(fd, (struct sockaddr *) &sa, &len), 0);
-  port = ntohs(sa.sin_port);
-  close(fd);
-  return port;
+  int fd[2];
+
+  for (int i = 0; i < 2; i++) {
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t len = sizeof sa;
+    fd[i] = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd[i] >= 0);
+    assert_int_equal(bind(fd[i], (struct sockaddr *) &sa, sizeof sa), 0);
+    assert_int_equal(getsockname(fd[i], (struct sockaddr *) &sa, &len), 0);
+    port[i] = ntohs(sa.sin_port);
+  }
+  close(fd[0]);
+  close(fd[1]);
 }
 
 static int setup(void **state)
 {
+  int port[2];
   FILE *f;
   if (!mkdtemp(dir) || posix_memalign((void **) &buf, 4096, wlen))
     return -1;
+  free_ports(port);
   snprintf(conf, sizeof conf, "%s/r0.conf", dir);
   f = fopen(conf, "w");
   if (!f)
@@ -65,7 +73,7 @@ static int setup(void **state)
              "ping-timeout = 2s\nconnect-timeout = 5s\n[tls]\nmode = off\n"
              "[node alpha]\ndisk = %s/a.img\naddress = 127.0.0.1:%d\n"
              "[node bravo]\ndisk = %s/b.img\naddress = 127.0.0.1:%d\n",
-          dir, dir, free_port(), dir, free_port());
+          dir, dir, port[0], dir, port[1]);
   fclose(f);
   return 0;
 }
