@@ -59,9 +59,10 @@ struct hb_res {
   bool declare_pair;            /* next STATE tells the peer: pair identical */
   bool promoting;               /* our PROMOTE is waiting for the peer's answer */
   int own_requests;             /* replicate()/flush in progress (ev_promote) */
-  int sending;                  /* under lock: requests decided "replicate" on a
-                                   Connected link, not yet handed to it nor
-                                   recorded (ev_hello waits for none) */
+  int sending;                  /* requests decided "replicate" on a Connected
+                                   link, not yet handed to it nor recorded
+                                   (ev_hello waits for none): raised and
+                                   read under lock, lowered atomically */
   int peer_writes;              /* the peer's requests being carried out (atomic) */
   int peer_writes_closed;       /* a promotion is waiting for them (atomic) */
   int closing;                  /* hb_res_close has begun (stall() reads it) */
@@ -119,7 +120,7 @@ static bool record_oos(struct hb_res *r, uint64_t off, uint64_t len, bool unless
   if (record)
     hb_state_write_without_peer(&r->state, &r->bitmap, off, len);
   else
-    r->sending++;               /* the caller sends: send_settled() */
+    __atomic_add_fetch(&r->sending, 1, __ATOMIC_RELAXED);   /* the caller sends: send_settled() */
   pthread_mutex_unlock(&r->lock);
   if (first)
     hb_info("%s: writing without the peer: changed blocks are recorded as out of sync",
@@ -140,14 +141,16 @@ static void mark_oos(struct hb_res *r, uint64_t off, uint64_t len)
  * carried is about to be recorded. */
 static void send_settled(struct hb_res *r, uint64_t off, uint64_t len, bool lost)
 {
-  bool first = false;
+  bool first;
 
-  pthread_mutex_lock(&r->lock);
-  if (lost) {
-    first = r->state.oos_bytes == 0;
-    hb_state_write_without_peer(&r->state, &r->bitmap, off, len);
+  if (!lost) {                  /* the common case: no lock on the write path */
+    __atomic_sub_fetch(&r->sending, 1, __ATOMIC_RELEASE);
+    return;
   }
-  r->sending--;
+  pthread_mutex_lock(&r->lock);
+  first = r->state.oos_bytes == 0;
+  hb_state_write_without_peer(&r->state, &r->bitmap, off, len);
+  __atomic_sub_fetch(&r->sending, 1, __ATOMIC_RELEASE);
   pthread_mutex_unlock(&r->lock);
   if (first)
     hb_info("%s: writing without the peer: changed blocks are recorded as out of sync",
@@ -194,15 +197,16 @@ static void ev_make_hello(void *opaque, struct hb_hello *h)
 static int ev_hello(void *opaque, const struct hb_hello *remote, char *msg, size_t len)
 {
   struct hb_res *r = opaque;
-  int ret;
+  int ret, unsettled;
 
   pthread_mutex_lock(&r->lock);
-  if (r->sending > 0) {
+  unsettled = __atomic_load_n(&r->sending, __ATOMIC_ACQUIRE);
+  if (unsettled > 0) {
     /* Writes decided on the previous link are still on their way to it,
      * or to the bitmap if it went down first: not in sync yet, nor known
      * to differ. Refused for now; the link tries again. */
     snprintf(msg, len, "%d write%s of the previous connection still being settled; "
-             "trying again", r->sending, r->sending == 1 ? "" : "s");
+             "trying again", unsettled, unsettled == 1 ? "" : "s");
     pthread_mutex_unlock(&r->lock);
     return -EAGAIN;
   }
@@ -1066,7 +1070,7 @@ void hb_res_status(struct hb_res *r, struct hb_res_status *st)
   memset(st, 0, sizeof *st);
   pthread_mutex_lock(&r->lock);
   st->state = r->state;
-  st->sending = r->sending;
+  st->sending = __atomic_load_n(&r->sending, __ATOMIC_ACQUIRE);
   pthread_mutex_unlock(&r->lock);
   st->replicated = r->replicated;
   st->resource = r->replicated ? r->cfg.name : "";
