@@ -110,21 +110,34 @@ static void send_state_locked(struct hb_res *r)
 /* Record [off, off+len) as out of sync; with unless_connected, only when
  * the link is not up (deciding under the lock the handshake takes).
  * Returns whether it recorded. */
+/* Under r->lock: record [off, off+len); true if it is the first range
+ * out of sync (say so with say_recording, once the lock is let go). */
+static bool record_locked(struct hb_res *r, uint64_t off, uint64_t len)
+{
+  bool first = r->state.oos_bytes == 0;
+  hb_state_write_without_peer(&r->state, &r->bitmap, off, len);
+  return first;
+}
+
+static void say_recording(struct hb_res *r)
+{
+  hb_info("%s: writing without the peer: changed blocks are recorded as out of sync",
+          r->cfg.name);
+}
+
 static bool record_oos(struct hb_res *r, uint64_t off, uint64_t len, bool unless_connected)
 {
-  bool record, first;
+  bool record, first = false;
 
   pthread_mutex_lock(&r->lock);
   record = !unless_connected || !hb_conn_is_connected(r->state.conn);
-  first = record && r->state.oos_bytes == 0;
   if (record)
-    hb_state_write_without_peer(&r->state, &r->bitmap, off, len);
+    first = record_locked(r, off, len);
   else
     __atomic_add_fetch(&r->sending, 1, __ATOMIC_RELAXED);   /* the caller sends: send_settled() */
   pthread_mutex_unlock(&r->lock);
   if (first)
-    hb_info("%s: writing without the peer: changed blocks are recorded as out of sync",
-            r->cfg.name);
+    say_recording(r);
   return record;
 }
 
@@ -148,13 +161,11 @@ static void send_settled(struct hb_res *r, uint64_t off, uint64_t len, bool lost
     return;
   }
   pthread_mutex_lock(&r->lock);
-  first = r->state.oos_bytes == 0;
-  hb_state_write_without_peer(&r->state, &r->bitmap, off, len);
+  first = record_locked(r, off, len);
   __atomic_sub_fetch(&r->sending, 1, __ATOMIC_RELEASE);
   pthread_mutex_unlock(&r->lock);
   if (first)
-    hb_info("%s: writing without the peer: changed blocks are recorded as out of sync",
-            r->cfg.name);
+    say_recording(r);
 }
 
 /* The peer failed a request it had accepted: exclude it (StandAlone until
