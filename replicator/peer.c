@@ -25,6 +25,11 @@
 #define RX_CHUNK (256u << 10)
 #define STAGE_SIZE (16u << 10)  /* one TLS record of small frames */
 #define LOOP_SEND_MAX (32u << 10) /* the loop sends this much itself (link_flush) */
+/* Answers the peer has not read: past this many, this node stops reading
+ * its requests until half have left. A peer that works never gets near it
+ * (it has at most its own requests in flight, a few hundred); one that
+ * sends and never reads would otherwise make us queue answers without end. */
+#define REPLY_BACKLOG_MAX 4096u
 
 static inline void cpu_relax(void)
 {
@@ -99,6 +104,8 @@ struct hb_peer {
   size_t pin_off, pin_len;
   bool eof;
   bool rx_paused;               /* the apply side is full: no recv until it drains */
+  bool rx_backlog;              /* the peer does not read our answers: no recv until they leave */
+  unsigned replies_queued;      /* answers in txq, not yet in the channel */
   struct hb_req rx_req, tx_req, timer_req, attach_req, want_req;
   bool rx_busy, tx_busy, timer_busy;
   size_t tx_inflight;           /* bytes of the channel's out run in the send */
@@ -483,7 +490,7 @@ static void link_flush_direct(struct hb_peer *p)
  * later handshake can look at the out-of-sync count. */
 static void io_lost(struct hb_peer *p, struct hb_peer_io *io)
 {
-  io->result = -ENOTCONN;
+  io->result = io->timed_out ? -ETIMEDOUT : -ENOTCONN;
   if (p->ev.lost)
     p->ev.lost(p->opaque, &io->frame);
   sem_post(&io->done);
@@ -584,6 +591,7 @@ static void link_finish(struct hb_peer *p)
   hb_buf_free(p->rxd, p->rxd_frame.payload_len);
   p->rxd = NULL;
   p->rx_paused = false;
+  p->rx_backlog = false;
   p->stage_len = p->stage_off = 0;
   p->pout_len = p->pin_len = p->pin_off = 0;
   p->eof = false;
@@ -1015,7 +1023,7 @@ static void on_recv_locked(struct hb_peer *p, struct hb_req *req)
   if (p->st != L_CLOSING && p->st != L_DOWN) {
     if (p->eof)
       link_fail(p, "peer closed the connection");
-    else if (!p->rx_paused)
+    else if (!p->rx_paused && !p->rx_backlog)
       link_post_recv(p);
   }
 }
@@ -1027,6 +1035,19 @@ static void on_recv(struct hb_req *req)
   link_lock(p);
   on_recv_locked(p, req);
   link_unlock(p, true);
+}
+
+/* Loop thread, under link_lock: the peer reads our answers again (half of
+ * the backlog has left): so do we. Called when a send completes and on
+ * every tick (answers may also leave through a worker's own send). */
+static void backlog_check(struct hb_peer *p)
+{
+  if (!p->rx_backlog || p->replies_queued > REPLY_BACKLOG_MAX / 2)
+    return;
+  p->rx_backlog = false;
+  p->last_rx_ns = hb_now_ns();  /* we were not listening */
+  if ((p->st == L_HELLO || p->st == L_UP) && !p->rx_paused)
+    link_post_recv(p);
 }
 
 static void link_post_recv(struct hb_peer *p)
@@ -1060,6 +1081,7 @@ static void on_send(struct hb_req *req)
   } else {
     ch_consume_out(p, p->tx_inflight);
     link_flush(p);
+    backlog_check(p);
   }
   link_unlock(p, true);
 }
@@ -1086,6 +1108,7 @@ static void on_timer(struct hb_req *req)
   uint64_t now;
 
   link_lock(p);
+  backlog_check(p);             /* before the clock: it may stamp last_rx_ns */
   /* The clock is read under the lock: a worker that took the lock just
    * before may have put a request on the list stamped later than a clock
    * read before it, and now - queued_ns would wrap. */
@@ -1109,8 +1132,30 @@ static void on_timer(struct hb_req *req)
     hb_debug("peer %s: the loop was held up or is not reading; not judging the ping timeout now",
              p->cfg.peer_name);
   } else if (p->st == L_UP) {
+    uint64_t silent_ms = (now - p->last_rx_ns) / 1000000u;
     if (now - p->last_rx_ns > (uint64_t) p->cfg.ping_timeout_ms * 1000000u) {
-      link_fail(p, "no answer for %u ms (ping timeout)", p->cfg.ping_timeout_ms);
+      /* Say why we heard nothing: we may not have been listening. */
+      if (p->rx_paused)
+        link_fail(p, "our disk has not finished the peer's earlier requests for %llu ms, "
+                  "so we stopped reading from it (request timeout); dropping the link",
+                  (unsigned long long) silent_ms);
+      else if (p->rx_backlog)
+        link_fail(p, "the peer has not read our answers for %llu ms (%u waiting), so we "
+                  "stopped reading from it; dropping the link",
+                  (unsigned long long) silent_ms, p->replies_queued);
+      else
+        link_fail(p, "no answer for %u ms (ping timeout)", p->cfg.ping_timeout_ms);
+    } else if (p->pending && p->pending->frame.type == HB_WIRE_PROMOTE &&
+               now > p->pending->queued_ns &&
+               now - p->pending->queued_ns > (uint64_t) p->cfg.ping_timeout_ms * 1000000u) {
+      /* A PROMOTE is answered at once by the loop that answers our pings:
+       * a peer that answers those and not this one is broken or hostile.
+       * The operator's promotion is refused (-ETIMEDOUT) within the ping
+       * timeout rather than holding the control socket for the request
+       * timeout; the link is dropped, and connects again. */
+      p->pending->timed_out = true;
+      link_fail(p, "the peer answers pings but not our promotion request (%llu ms); "
+                "dropping the link", (unsigned long long) ((now - p->pending->queued_ns) / 1000000u));
     } else if (p->pending && p->cfg.request_timeout_ms && now > p->pending->queued_ns &&
                now - p->pending->queued_ns > (uint64_t) p->cfg.request_timeout_ms * 1000000u) {
       /* The peer answers pings but not this request: its disk hangs.
@@ -1191,7 +1236,10 @@ static void io_written(struct hb_txitem *it)
 
 static void reply_written(struct hb_txitem *it)
 {
-  free((char *) it - offsetof(struct reply, tx));
+  struct reply *r = (struct reply *) ((char *) it - offsetof(struct reply, tx));
+
+  r->peer->replies_queued--;
+  free(r);
 }
 
 /* Under link_lock: put an answer in the send queue; false when its
@@ -1213,6 +1261,11 @@ static bool queue_reply(struct hb_peer *p, struct reply *r)
     build(&r->tx, &f, NULL, 0, NULL, reply_written);
   }
   txq_push(p, &r->tx);
+  if (++p->replies_queued > REPLY_BACKLOG_MAX && !p->rx_backlog) {
+    p->rx_backlog = true;       /* read no more until they leave (backlog_check) */
+    hb_debug("peer %s: %u answers not read by the peer; not reading its requests until "
+             "half have left", p->cfg.peer_name, p->replies_queued);
+  }
   return true;
 }
 
@@ -1247,7 +1300,7 @@ static void on_resume(struct hb_req *req)
     p->rx_paused = false;
     /* We were not listening: the peer's silence is counted from now. */
     p->last_rx_ns = hb_now_ns();
-    if (p->st == L_HELLO || p->st == L_UP)
+    if ((p->st == L_HELLO || p->st == L_UP) && !p->rx_backlog)
       link_post_recv(p);
   }
   link_unlock(p, true);
@@ -1309,6 +1362,7 @@ int hb_peer_send_io(struct hb_peer *p, struct hb_peer_io *io)
   io->peer = p;
   io->result = 0;
   io->sent = false;
+  io->timed_out = false;
   io->frame.payload_len = io->frame.type == HB_WIRE_WRITE ? io->frame.count : 0;
   sem_init(&io->done, 0, 0);
   head = __atomic_load_n(&p->incoming, __ATOMIC_RELAXED);

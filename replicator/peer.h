@@ -44,8 +44,10 @@ struct hb_peer_io {
   struct hb_txitem tx;
   struct hb_peer_io *next;      /* the link's list of requests awaiting ACK */
   uint64_t queued_ns;           /* when it joined that list (request timeout) */
-  int result;                   /* 0 ACK, -errno NACK, -ENOTCONN link lost */
+  int result;                   /* 0 ACK, -errno NACK, -ENOTCONN link lost,
+                                 * -ETIMEDOUT a PROMOTE the peer did not answer */
   bool sent;                    /* all its bytes are in the channel */
+  bool timed_out;               /* not answered in time: -ETIMEDOUT, not -ENOTCONN */
   sem_t done;
 };
 

@@ -999,6 +999,13 @@ int hb_res_promote(struct hb_res *r, bool force, char *msg, size_t len)
       return answer_busy(msg, len, "cannot promote: the peer is Primary or is being promoted "
                          "at this moment (two Primaries are never allowed while connected)");
     }
+    if (pr == -ETIMEDOUT) {
+      pthread_mutex_unlock(&r->lock);
+      snprintf(msg, len, "cannot promote: the peer answers pings but did not answer the "
+               "promotion request within the ping timeout (%u ms); the link to it was "
+               "dropped; retry", r->cfg.ping_timeout_ms);
+      return HB_REFUSED_PEER_PRIMARY;
+    }
     if (pr != -EAGAIN && pr != -ENOTCONN) {
       pthread_mutex_unlock(&r->lock);
       snprintf(msg, len, "cannot promote: the peer answered the request with an error: %s",
