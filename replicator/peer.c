@@ -541,6 +541,11 @@ static void take_incoming(struct hb_peer *p, bool on_loop)
       io_lost(p, io);
       continue;
     }
+    /* A STATE made before this PROMOTE (a demotion, a grant taken back)
+     * leaves before it, as it would through the loop: the peer must not
+     * weigh our promotion against our role of before. */
+    if (io->frame.type == HB_WIRE_PROMOTE)
+      queue_state(p);
     io->frame.id = ++p->next_id;
     io->queued_ns = now;
     build(&io->tx, &io->frame, NULL, 0, io->frame.payload_len ? io->payload : NULL,
@@ -798,8 +803,10 @@ static void handle_frame(struct hb_peer *p, const struct hb_frame *f, const unsi
   case HB_WIRE_TRIM:
   case HB_WIRE_ZERO:
   case HB_WIRE_FLUSH:
-    if (!p->ev.apply(p->opaque, f, NULL, p->link_gen))
-      p->rx_paused = true;      /* finish what is buffered, read no more */
+    /* false: finish what is buffered, read no more. true after a false:
+     * the apply side took its pause back (room came meanwhile), and no
+     * resume will come to undo it. */
+    p->rx_paused = !p->ev.apply(p->opaque, f, NULL, p->link_gen);
     return;
   case HB_WIRE_PING:
     if (!p->pong_queued) {
@@ -832,8 +839,7 @@ static void handle_frame(struct hb_peer *p, const struct hb_frame *f, const unsi
 /* A WRITE whose data is all here: to the apply side, which owns it now. */
 static void apply_data(struct hb_peer *p, const struct hb_frame *f, unsigned char *data)
 {
-  if (!p->ev.apply(p->opaque, f, data, p->link_gen))
-    p->rx_paused = true;        /* finish what is buffered, read no more */
+  p->rx_paused = !p->ev.apply(p->opaque, f, data, p->link_gen);   /* as above */
 }
 
 /* A WRITE's header: its data goes into a buffer of its own, the part

@@ -211,6 +211,14 @@ static int ev_hello(void *opaque, const struct hb_hello *remote, char *msg, size
   int ret, unsettled;
 
   pthread_mutex_lock(&r->lock);
+  if (r->state.conn == HB_CONN_STANDALONE || r->state.conn == HB_CONN_SPLITBRAIN) {
+    /* The operator disconnected us (or we excluded the peer) while this
+     * connection was being made: it must not bring the link back. */
+    snprintf(msg, len, "this node is %s; `hactl connect` allows the link again",
+             hb_conn_name(r->state.conn));
+    pthread_mutex_unlock(&r->lock);
+    return -EPERM;
+  }
   unsettled = __atomic_load_n(&r->sending, __ATOMIC_ACQUIRE);
   if (unsettled > 0) {
     /* Writes decided on the previous link are still on their way to it,
@@ -257,6 +265,7 @@ static void ev_down(void *opaque, const char *why, bool standalone)
 static void ev_state(void *opaque, const struct hb_state_msg *s)
 {
   struct hb_res *r = opaque;
+  bool peer_failed, alone;
 
   pthread_mutex_lock(&r->lock);
   if (s->role == HB_ROLE_PRIMARY && r->state.role == HB_ROLE_PRIMARY) {
@@ -268,6 +277,9 @@ static void ev_state(void *opaque, const struct hb_state_msg *s)
     hb_peer_exclude(r->peer, "split brain: both nodes are Primary");
     return;
   }
+  peer_failed = r->state.role == HB_ROLE_PRIMARY && s->disk == HB_DISK_FAILED &&
+                r->state.peer_disk != HB_DISK_FAILED;
+  alone = r->state.conn == HB_CONN_STANDALONE;
   hb_state_peer_changed(&r->state, (enum hb_role) s->role, (enum hb_disk) s->disk);
   if ((s->flags & HB_HELLO_F_CONSISTENT) &&
       (r->state.disk == HB_DISK_INCONSISTENT || r->state.disk == HB_DISK_OUTDATED) &&
@@ -277,6 +289,17 @@ static void ev_state(void *opaque, const struct hb_state_msg *s)
   }
   r->peer_oos = s->flags & HB_HELLO_F_OUT_OF_SYNC;
   pthread_mutex_unlock(&r->lock);
+  if (peer_failed) {
+    /* Its disk failed a request of ours: maybe a flush whose NACK was
+     * lost with a link that dropped (the flush then completed here alone)
+     * and whose writes the peer had acknowledged. Which of them it still
+     * holds we cannot tell: as after a failed flush, the whole device is
+     * out of sync, and we go on alone (if its NACK has not already made
+     * us). */
+    mark_oos(r, 0, hb_dev_size(r->dev));
+    if (!alone)
+      go_alone(r, "the peer says its disk failed; going on alone");
+  }
 }
 
 struct direct_apply {
@@ -299,10 +322,14 @@ static void apply_done(struct hb_res *r)
  * zero not done, a flush that did not make the data durable): its disk no
  * longer holds the Primary's data for sure, so it must not stay promotable
  * as UpToDate (DRBD detaches such a disk). The Primary hears it from the
- * NACK and the STATE. A node that is Primary itself refused the request
- * (EROFS): its disk is fine. */
-static void apply_failed(struct hb_res *r, uint16_t type, uint64_t off, int err)
+ * NACK and then the STATE: true when the disk became Failed here, and the
+ * caller sends the STATE (tell_failed) after its NACK, so that the Primary
+ * reads first what failed. A node that is Primary itself refused the
+ * request (EROFS): its disk is fine. */
+static bool apply_failed(struct hb_res *r, uint16_t type, uint64_t off, int err)
 {
+  bool changed = false;
+
   hb_error("%s: applying the peer's %s at %llu: %s", r->cfg.name,
            hb_wire_type_name(type), (unsigned long long) off, strerror(-err));
   pthread_mutex_lock(&r->lock);
@@ -310,8 +337,16 @@ static void apply_failed(struct hb_res *r, uint16_t type, uint64_t off, int err)
     hb_error("%s: the local disk failed a request from the Primary: disk Failed "
              "(not promotable until the data are made whole again)", r->cfg.name);
     r->state.disk = HB_DISK_FAILED;
-    send_state_locked(r);
+    changed = true;
   }
+  pthread_mutex_unlock(&r->lock);
+  return changed;
+}
+
+static void tell_failed(struct hb_res *r)
+{
+  pthread_mutex_lock(&r->lock);
+  send_state_locked(r);
   pthread_mutex_unlock(&r->lock);
 }
 
@@ -344,13 +379,14 @@ static void peer_write_end(struct hb_res *r)
 static void direct_applied(struct hb_req *req)
 {
   struct direct_apply *a = (struct direct_apply *) req;
-
   /* Failed first: a promotion waiting for this write (drain_peer_writes)
    * must find the disk Failed once the count lets it go. */
-  if (req->res < 0)
-    apply_failed(a->res, HB_WIRE_WRITE, req->off, req->res);
+  bool failed = req->res < 0 && apply_failed(a->res, HB_WIRE_WRITE, req->off, req->res);
+
   peer_write_end(a->res);
   hb_peer_reply_local(a->res->peer, a->link, a->id, req->res);
+  if (failed)
+    tell_failed(a->res);
   apply_done(a->res);
   hb_buf_free(req->buf, a->len);
   free(a);
@@ -433,8 +469,10 @@ static void apply_queue(struct hb_res *r, const struct hb_frame *f, void *payloa
 
   if (!it) {
     hb_buf_free(payload, f->payload_len);
-    apply_failed(r, f->type, f->offset, -ENOMEM);
+    bool failed = apply_failed(r, f->type, f->offset, -ENOMEM);
     hb_peer_reply(r->peer, link, f->id, -ENOMEM);
+    if (failed)
+      tell_failed(r);
     apply_done(r);
     return;
   }
@@ -471,7 +509,7 @@ static void *apply_main(void *arg)
   for (;;) {
     struct apply_item *it;
     unsigned flags;
-    bool refused, changes;
+    bool refused, changes, failed = false;
     int ret;
 
     pthread_mutex_lock(&r->apply_lock);
@@ -518,12 +556,13 @@ static void *apply_main(void *arg)
       }
       /* Failed before the count lets a waiting promotion go (a refusal
        * by role, above, says nothing about the disk). */
-      if (ret < 0)
-        apply_failed(r, it->f.type, it->f.offset, ret);
+      failed = ret < 0 && apply_failed(r, it->f.type, it->f.offset, ret);
       if (changes)
         peer_write_end(r);
     }
     hb_peer_reply(r->peer, it->link, it->f.id, ret);
+    if (failed)
+      tell_failed(r);
     apply_done(r);
     hb_buf_free(it->payload, it->f.payload_len);
     free(it);

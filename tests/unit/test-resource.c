@@ -511,6 +511,78 @@ static void test_handover_with_requests_in_flight(void **state)
   pair_down();
 }
 
+static int lost_flush_ret;
+
+static void *lost_flush(void *arg)
+{
+  lost_flush_ret = hb_res_flush(A);
+  return NULL;
+}
+
+static bool a_oos_all(void) { return st(A).state.oos_bytes == 16u << 20; }
+
+/* A flush whose link drops while the peer's disk is on it completes here
+ * alone (the client's data are durable on alpha); the link comes back; then
+ * the peer's flush fails. Its NACK went with the old link, so only its
+ * STATE (disk Failed) tells alpha: which of the writes it acknowledged it
+ * still holds nobody knows, so alpha must count the whole device out of
+ * sync and go on alone. Found in review: alpha stayed Connected with
+ * nothing out of sync, replicating to a failed disk. */
+static void test_peer_disk_fails_after_a_lost_flush(void **state)
+{
+  struct hb_res_status sa;
+  pthread_t th;
+
+  pair_up_with((struct hb_params) { 0 },
+               (struct hb_params) { .stall_flush_ms = 2500, .fail_flush = true });
+  memset(buf, 'l', 4096);
+  assert_int_equal(hb_res_pwrite(A, buf, 4096, 0, 0), 0);
+  assert_int_equal(pthread_create(&th, NULL, lost_flush, NULL), 0);
+  assert_true(wait_until(b_applying, 2000));   /* bravo holds the FLUSH */
+  hb_res_set_connect(A, false);
+  assert_true(wait_until(both_down, 2000));
+  pthread_join(th, NULL);
+  assert_int_equal(lost_flush_ret, 0);          /* durable here; the peer was lost */
+  hb_res_set_connect(A, true);
+  assert_true(wait_until(both_up, 5000));       /* back before bravo's flush fails */
+  assert_int_equal(st(B).applying, 1);
+  assert_true(wait_until(b_failed, 5000));
+  assert_true(wait_until(a_standalone, 3000));
+  assert_true(wait_until(a_oos_all, 1000));
+  sa = st(A);
+  print_message("# after the peer's disk failed: alpha %s, peer disk %s, out of sync %llu\n",
+                hb_conn_name(sa.state.conn), hb_disk_name(sa.state.peer_disk),
+                (unsigned long long) sa.state.oos_bytes);
+  assert_int_equal(sa.state.role, HB_ROLE_PRIMARY);
+  assert_int_equal(hb_res_pwrite(A, buf, 4096, 8192, 0), 0);   /* alone */
+  pair_down();
+}
+
+static bool a_link_up(void) { return st(A).link.up || st(A).state.conn == HB_CONN_CONNECTED; }
+
+/* `hactl disconnect` while a connection is being made: that connection
+ * must not bring the link back. Found in review: the connector had passed
+ * its check of the operator's wish, the handshake then succeeded and the
+ * node said Connected, StandAlone overwritten. */
+static void test_disconnect_during_connect(void **state)
+{
+  char cmd[300];
+  struct timespec nap = { 0, 50000000 };
+
+  snprintf(cmd, sizeof cmd, "rm -f %s/*.img && truncate -s 16M %s/a.img %s/b.img", dir, dir, dir);
+  assert_int_equal(system(cmd), 0);
+  A = open_node("alpha");
+  nanosleep(&nap, NULL);                        /* its connector is at work */
+  hb_res_set_connect(A, false);
+  B = open_node("bravo");
+  /* No link may come up: watch for longer than a handshake takes here. */
+  assert_false(wait_until(a_link_up, 1500));
+  assert_int_equal(st(A).state.conn, HB_CONN_STANDALONE);
+  hb_res_set_connect(A, true);                  /* the operator allows it again */
+  assert_true(wait_until(both_up, 10000));
+  pair_down();
+}
+
 static bool b_sees_a_secondary(void) { return st(B).state.peer_role == HB_ROLE_SECONDARY; }
 
 static void test_declaration_survives_demote(void **state)
@@ -547,6 +619,8 @@ int main(void)
     cmocka_unit_test(test_secondary_fails_request),
     cmocka_unit_test(test_handover_with_requests_in_flight),
     cmocka_unit_test(test_declaration_survives_demote),
+    cmocka_unit_test(test_peer_disk_fails_after_a_lost_flush),
+    cmocka_unit_test(test_disconnect_during_connect),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
