@@ -349,6 +349,23 @@ pair_port() {
     sed -n "/^\\[node $1\\]/,/^\\[/s/^address = .*:\\([0-9]*\\)\$/\\1/p" "$T/r0.conf"
 }
 
+# fake_peer_pair SIZE TLSMODE PING_TIMEOUT [REQUEST_TIMEOUT]: make_pair for
+# alpha alone, whose peer is a test program posing as bravo (peerfuzz.py,
+# badsecondary.py, rudepeer.py): pings every 200 ms, the timeouts given,
+# and alpha's replication port in $pa, where the program connects.
+fake_peer_pair() {
+    local size=$1 mode=$2 ping=$3 req=${4:-} extra=''
+    make_pair "$size" "$mode"
+    [[ -z $req ]] || extra="\nrequest-timeout = $req"
+    sed -i -e 's/^ping-interval = .*/ping-interval = 200ms/' \
+        -e "s/^ping-timeout = .*/ping-timeout = $ping$extra/" "$T/r0.conf"
+    grep -q "^ping-timeout = $ping\$" "$T/r0.conf" || fail "cannot set the timeouts in $T/r0.conf"
+    [[ -z $req ]] || grep -q "^request-timeout = $req\$" "$T/r0.conf" ||
+        fail "cannot set request-timeout in $T/r0.conf"
+    pa=$(pair_port alpha)
+    [[ -n $pa ]] || fail "no address for alpha in $T/r0.conf"
+}
+
 # log_mark NAME: remember how many lines server NAME's log has now;
 # log_since NAME: print the lines it logged after the mark.
 declare -A HB_LOGMARK=()

@@ -33,14 +33,9 @@ sessions=${HB_T0256_SESSIONS:-60}
 seed=${HB_T0256_SEED:-256}
 size=$((16 << 20))
 
-# pair TLSMODE: make_pair with short ping timeouts; sets pa and tlsdir.
+# pair TLSMODE: a pair with short ping timeouts; sets pa and tlsdir.
 pair() {
-    make_pair "$size" "$1"
-    sed -i -e 's/^ping-interval = .*/ping-interval = 200ms/' \
-        -e 's/^ping-timeout = .*/ping-timeout = 1s/' "$T/r0.conf"
-    grep -q '^ping-timeout = 1s$' "$T/r0.conf" || fail "cannot set ping-timeout in $T/r0.conf"
-    pa=$(pair_port alpha)
-    [[ -n $pa ]] || fail "no address for alpha in $T/r0.conf"
+    fake_peer_pair "$size" "$1" 1s
     tlsdir=()
     [[ $1 == off ]] || tlsdir=("$T/tls")
 }

@@ -25,12 +25,7 @@ requires nbdkit
 [[ -x $HACTL ]] || skip "hactl not built"
 
 size=$((16 << 20))
-make_pair "$size" off
-sed -i -e 's/^ping-interval = .*/ping-interval = 200ms/' \
-    -e 's/^ping-timeout = .*/ping-timeout = 1s\nrequest-timeout = 20s/' "$T/r0.conf"
-grep -q '^request-timeout = 20s$' "$T/r0.conf" || fail "cannot set the timeouts in $T/r0.conf"
-pa=$(pair_port alpha)
-[[ -n $pa ]] || fail "no address for alpha in $T/r0.conf"
+fake_peer_pair "$size" off 1s 20s
 
 # What the node's memory may grow by while the peer does not read: a
 # bounded backlog is a few MiB; unbounded, 48 MiB of requests made 440 MiB
