@@ -107,9 +107,6 @@ static void send_state_locked(struct hb_res *r)
     hb_peer_send_state(r->peer, &s);
 }
 
-/* Record [off, off+len) as out of sync; with unless_connected, only when
- * the link is not up (deciding under the lock the handshake takes).
- * Returns whether it recorded. */
 /* Under r->lock: record [off, off+len); true if it is the first range
  * out of sync (say so with say_recording, once the lock is let go). */
 static bool record_locked(struct hb_res *r, uint64_t off, uint64_t len)
@@ -125,6 +122,10 @@ static void say_recording(struct hb_res *r)
           r->cfg.name);
 }
 
+/* Record [off, off+len) as out of sync; with unless_connected, only when
+ * the link is not up (deciding under the lock the handshake takes).
+ * Returns whether it recorded; when it did not, the caller sends and
+ * settles the request (send_settled). */
 static bool record_oos(struct hb_res *r, uint64_t off, uint64_t len, bool unless_connected)
 {
   bool record, first = false;
