@@ -349,11 +349,22 @@ static void conn_expire(struct hb_ctl *c, struct conn *cn)
   conn_close(cn);
 }
 
+static struct conn *free_slot(struct hb_ctl *c)
+{
+  for (size_t k = 0; k < HB_CTL_CONNS_MAX; k++)
+    if (c->conns[k].fd < 0)
+      return &c->conns[k];
+  return NULL;
+}
+
+/* As many as there are free slots: the others wait in the listen backlog
+ * (and hactl waits for its turn until its own deadline) rather than being
+ * turned away while a long command holds this thread. */
 static void accept_all(struct hb_ctl *c)
 {
-  for (;;) {
-    struct conn *cn = NULL;
-    size_t n;
+  struct conn *cn;
+
+  while ((cn = free_slot(c))) {
     int fd = accept4(c->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 
     if (fd < 0) {
@@ -362,18 +373,6 @@ static void accept_all(struct hb_ctl *c)
       if (errno != EAGAIN && errno != EWOULDBLOCK)
         hb_error("control socket %s: accept: %m", c->path);
       return;
-    }
-    for (size_t k = 0; k < HB_CTL_CONNS_MAX && !cn; k++)
-      if (c->conns[k].fd < 0)
-        cn = &c->conns[k];
-    if (!cn) {
-      n = errorf(c, -EBUSY, "busy: %d control connections already open",
-                 HB_CTL_CONNS_MAX);
-      c->resp[n] = '\n';
-      if (send(fd, c->resp, n + 1, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
-        hb_debug("control: refused client: %m");
-      close(fd);
-      continue;
     }
     cn->fd = fd;
     cn->inlen = 0;
@@ -393,7 +392,8 @@ static void *ctl_thread(void *arg)
     int r;
 
     pfd[0] = (struct pollfd) { .fd = c->stopfd, .events = POLLIN };
-    pfd[1] = (struct pollfd) { .fd = c->lfd, .events = POLLIN };
+    /* every slot taken: leave new clients in the backlog (poll skips -1) */
+    pfd[1] = (struct pollfd) { .fd = free_slot(c) ? c->lfd : -1, .events = POLLIN };
     for (size_t k = 0; k < HB_CTL_CONNS_MAX; k++) {
       struct conn *cn = &c->conns[k];
       if (cn->fd < 0)
@@ -544,7 +544,7 @@ static int bind_socket(struct hb_ctl *c, char *err, size_t errlen)
     return hb_fail(err, errlen, errno, "control socket %s: %m", c->path);
   c->dev = st.st_dev;
   c->ino = st.st_ino;
-  if (listen(c->lfd, 16) < 0)
+  if (listen(c->lfd, 64) < 0)
     return hb_fail(err, errlen, errno, "cannot listen on control socket %s: %m",
                    c->path);
   return 0;

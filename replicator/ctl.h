@@ -24,8 +24,7 @@
  * request (not JSON, no "cmd", an unknown command or key, a value of the
  * wrong type, an empty line), -EMSGSIZE for a request longer than
  * HB_CTL_REQUEST_MAX bytes or a status bigger than HB_CTL_RESPONSE_MAX,
- * -ETIMEDOUT when no complete request came within the timeout, -EBUSY
- * when HB_CTL_CONNS_MAX connections are already open, -EOPNOTSUPP for a
+ * -ETIMEDOUT when no complete request came within the timeout, -EOPNOTSUPP for a
  * command that this server's ops table leaves NULL, -EPROTO for a status
  * callback that broke its contract, or whatever the command itself
  * returned. The error string names the problem.
@@ -34,7 +33,10 @@
  * with poll(), so a client that connects and says nothing, or reads its
  * response slowly, does not hold up the others; each connection has a
  * deadline (HB_CTL_TIMEOUT_MS to send its request, as long again to take
- * its response) after which it is closed. Commands themselves run one at a
+ * its response) after which it is closed. Beyond HB_CTL_CONNS_MAX, new
+ * connections wait in the listen backlog until a slot frees: a burst of
+ * clients (after a long promotion, say) is served in turn, not refused.
+ * Commands themselves run one at a
  * time on this thread, in the order their requests completed; a request
  * that was complete when a long command ended is served, not timed out.
  *
@@ -73,7 +75,7 @@ enum hb_ctl_refusal {
   HB_CTL_PEER_PRIMARY = 2,  /* promote: the connected peer is Primary */
   HB_CTL_NOT_UPTODATE = 3,  /* promote: this node's data is not UpToDate */
   HB_CTL_IN_USE       = 4,  /* demote: NBD clients are connected */
-  HB_CTL_SPLIT_BRAIN  = 5,  /* connect: split brain, the operator decides */
+  HB_CTL_SPLIT_BRAIN  = 5,  /* split brain: reserved for its resolution commands */
 };
 
 /* What the resource provides. Every function runs on the control thread,
