@@ -12,6 +12,7 @@
 #include <inttypes.h>
 #include <math.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -668,6 +669,10 @@ int main(int argc, char **argv)
   bool flag = false;
   int r;
 
+  /* A reader that went away (`hactl status | head -0`) is a failure to
+   * write the output, exit 1 with its line (finish_output), not death by
+   * SIGPIPE, whose status is outside the API. */
+  signal(SIGPIPE, SIG_IGN);
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
 

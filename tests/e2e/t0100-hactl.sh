@@ -206,6 +206,17 @@ if [[ -w /dev/full ]]; then
     assert_eq "$(cat "$T/err")" "hactl: cannot write the output: No space left on device" \
         "status to /dev/full"
 fi
+# a reader that has gone (`hactl status | head -0`): exit 1 and one line, not
+# death by SIGPIPE (a shell reports 141, outside the API)
+rc=$(/usr/bin/python3 -c '
+import os, subprocess, sys
+r, w = os.pipe()
+os.close(r)
+with open(sys.argv[1], "w") as err:
+    print(subprocess.run(sys.argv[2:], stdout=w, stderr=err).returncode)
+' "$T/err" "$HACTL" -s "$T/d.ctl" status)
+assert_eq "$rc" 1 "status to a pipe nobody reads"
+assert_eq "$(cat "$T/err")" "hactl: cannot write the output: Broken pipe" "status to a pipe nobody reads"
 
 # A fake server answering each request with a fixed reply (or, "silent",
 # never), to see hactl handle what a real server never sends.
