@@ -17,6 +17,8 @@ NBDKIT_DLL_PUBLIC int hablock_debug_force_aio_fallback = 0;
 NBDKIT_DLL_PUBLIC int hablock_debug_force_no_loop = 0;
 NBDKIT_DLL_PUBLIC int hablock_debug_fail_flush = 0;
 NBDKIT_DLL_PUBLIC int hablock_debug_fail_write = 0;
+NBDKIT_DLL_PUBLIC int hablock_debug_fail_local_flush = 0;
+NBDKIT_DLL_PUBLIC int hablock_debug_fail_local_write = 0;
 NBDKIT_DLL_PUBLIC int hablock_debug_stall_flush_ms = 0;
 NBDKIT_DLL_PUBLIC int hablock_debug_stall_write_ms = 0;
 NBDKIT_DLL_PUBLIC int hablock_debug_stall_send_ms = 0;
@@ -81,6 +83,8 @@ static int hablock_config_complete(void)
   params.force_no_loop = hablock_debug_force_no_loop != 0;
   params.fail_flush = hablock_debug_fail_flush != 0;
   params.fail_write = hablock_debug_fail_write != 0;
+  params.fail_local_flush = hablock_debug_fail_local_flush != 0;
+  params.fail_local_write = hablock_debug_fail_local_write != 0;
   params.stall_flush_ms = hablock_debug_stall_flush_ms > 0 ? (unsigned) hablock_debug_stall_flush_ms : 0;
   params.stall_write_ms = hablock_debug_stall_write_ms > 0 ? (unsigned) hablock_debug_stall_write_ms : 0;
   params.stall_send_ms = hablock_debug_stall_send_ms > 0 ? (unsigned) hablock_debug_stall_send_ms : 0;

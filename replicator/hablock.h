@@ -38,6 +38,8 @@ struct hb_params {
   bool force_no_loop;   /* debug: pretend neither a ring nor an aio context can be made */
   bool fail_flush;      /* debug: as a Secondary, fail the peer's FLUSH with EIO */
   bool fail_write;      /* debug: as a Secondary, fail the peer's WRITEs with EIO */
+  bool fail_local_flush; /* debug: as a Primary, the local disk fails its clients' flushes */
+  bool fail_local_write; /* debug: as a Primary, the local disk fails its clients' writes */
   unsigned stall_flush_ms; /* debug: as a Secondary, hold the peer's FLUSH this long */
   unsigned stall_write_ms; /* debug: as a Secondary, hold each of the peer's WRITEs this long */
   unsigned stall_send_ms; /* debug: as a Primary, hold each replicated request this long

@@ -117,6 +117,7 @@ struct hb_peer {
   bool ping_queued, pong_queued, state_queued;
   struct hb_state_msg state_next;
   bool state_pending;
+  bool hello_sent;              /* our HELLO is out on this connection */
   struct hb_peer_io *pending, **pending_tail;
   uint64_t next_id;
   uint64_t link_gen;            /* which connection this is (1, 2, ...) */
@@ -686,6 +687,7 @@ static void send_hello(struct hb_peer *p)
   }
   build(&p->ctl_tx, &f, buf, sizeof buf, NULL, ctl_written);
   txq_push(p, &p->ctl_tx);
+  p->hello_sent = true;
 }
 
 static void link_up(struct hb_peer *p, const struct hb_hello *remote)
@@ -770,6 +772,7 @@ static void handle_frame(struct hb_peer *p, const struct hb_frame *f, const unsi
       if (!msg[0] || strcmp(remote.node_name, p->cfg.peer_name) != 0)
         snprintf(msg, sizeof msg, "peer says it is node '%s', expected '%s'",
                  remote.node_name, p->cfg.peer_name);
+      link_flush(p);            /* our HELLO, so the peer judges for itself */
       link_fail(p, "handshake refused: %s", msg);
       return;
     }
@@ -784,6 +787,11 @@ static void handle_frame(struct hb_peer *p, const struct hb_frame *f, const unsi
      * been sent. */
     __atomic_store_n(&p->up_flag, 1, __ATOMIC_RELEASE);
     if (p->ev.hello(p->opaque, &remote, msg, sizeof msg) != 0) {
+      /* Our HELLO may still wait in the queue (both sides send theirs at
+       * once): out with it first, so that the peer reads it and reaches
+       * its own verdict (both say SplitBrain, or each names what it
+       * refuses) rather than only seeing the connection closed. */
+      link_flush(p);
       link_fail(p, "connection refused: %s", msg);
       return;
     }
@@ -1200,6 +1208,7 @@ static void attach_locked(struct hb_peer *p, struct hb_req *req)
   char err[256];
 
   p->fd = req->fd;
+  p->hello_sent = false;
   p->link_gen++;
   p->attach_ns = p->last_rx_ns = hb_now_ns();
   if (!p->timer_busy) {
@@ -1457,6 +1466,16 @@ static void on_state(struct hb_req *req)
   struct hb_peer *p = req->opaque;
 
   link_lock(p);
+  /* Our HELLO is out and no longer says what we are (promoted, demoted,
+   * disk Failed since): the peer may judge it yet, and STATE cannot
+   * follow before the link is up. A connection waits in the listener's
+   * backlog for as long as that node does not accept (StandAlone), so in
+   * clear, where the HELLO leaves at connect time, it can be old (found
+   * by test-resource: a node promoted meanwhile was taken for a
+   * Secondary, and only one side saw the split brain). Start again with
+   * a HELLO made now. Once the link is up, the STATE below says it. */
+  if (p->st == L_HELLO && p->hello_sent)
+    link_fail(p, "our state changed during the handshake; connecting again");
   queue_state(p);
   link_flush(p);
   link_unlock(p, true);

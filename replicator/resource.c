@@ -69,12 +69,15 @@ struct hb_res {
   uint64_t role_epoch;          /* demotions so far (hb_res_client_stale) */
   bool fail_flush;              /* debug flag: fail the peer's FLUSH */
   bool fail_write;              /* debug flag: fail the peer's WRITEs */
+  bool fail_local_flush;        /* debug flag: fail our clients' flushes here */
+  bool fail_local_write;        /* debug flag: fail our clients' writes here */
   unsigned stall_flush_ms;      /* debug flag: hold the peer's FLUSH */
   unsigned stall_write_ms;      /* debug flag: hold each of the peer's WRITEs */
   unsigned stall_send_ms;       /* debug flag: hold our requests around the hand-over */
   unsigned long lost_sends;     /* requests the link was gone for at the hand-over (atomic) */
   bool force_aio;               /* debug flag: the loop as if io_uring were missing */
   int primary;                  /* atomic copy of state.role == Primary */
+  int disk_failed;              /* atomic: state.disk became Failed */
   /* the Secondary's apply workers */
   pthread_t apply_thr[APPLY_THREADS];
   unsigned apply_started;
@@ -94,13 +97,22 @@ static void publish_role(struct hb_res *r)
   __atomic_store_n(&r->primary, r->state.role == HB_ROLE_PRIMARY, __ATOMIC_SEQ_CST);
 }
 
+/* Under r->lock: does this node hold blocks the peer lacks (the flag of
+ * HELLO and STATE)? Not with a Failed disk, whatever it recorded before:
+ * nothing on it can be relied on, and the peer must not wait for it
+ * (may_promote_locked) nor take it for the better copy. */
+static bool holds_oos(const struct hb_res *r)
+{
+  return r->state.oos_bytes > 0 && r->state.disk != HB_DISK_FAILED;
+}
+
 static void send_state_locked(struct hb_res *r)
 {
   struct hb_state_msg s = {
     .role = (uint8_t) r->state.role,
     .disk = (uint8_t) r->state.disk,
     .flags = (r->declare_pair ? HB_HELLO_F_CONSISTENT : 0) |
-             (r->state.oos_bytes ? HB_HELLO_F_OUT_OF_SYNC : 0),
+             (holds_oos(r) ? HB_HELLO_F_OUT_OF_SYNC : 0),
   };
   r->declare_pair = false;
   if (r->peer)
@@ -198,7 +210,7 @@ static void ev_make_hello(void *opaque, struct hb_hello *h)
   h->node_id = (uint16_t) (r->cfg.self + 1);
   h->role = (uint8_t) r->state.role;
   h->disk = (uint8_t) r->state.disk;
-  h->flags = r->state.oos_bytes ? HB_HELLO_F_OUT_OF_SYNC : 0;
+  h->flags = holds_oos(r) ? HB_HELLO_F_OUT_OF_SYNC : 0;
   h->bm_granularity = 4096;
   h->exported_size = hb_dev_size(r->dev);
   snprintf(h->resource, sizeof h->resource, "%s", r->cfg.name);
@@ -235,8 +247,19 @@ static int ev_hello(void *opaque, const struct hb_hello *remote, char *msg, size
   if (ret == 0) {
     r->peer_oos = false;
     hb_state_connected(&r->state, (enum hb_role) remote->role, (enum hb_disk) remote->disk);
+  } else if (ret == HB_REFUSED_BOTH_PRIMARY) {
+    /* Both nodes were made Primary while apart: trying again cannot help,
+     * and which side's changes to give up is the operator's call. As DRBD
+     * does, the link stays down (SplitBrain) until `hactl connect`. */
+    r->state.conn = HB_CONN_SPLITBRAIN;
   }
   pthread_mutex_unlock(&r->lock);
+  if (ret == HB_REFUSED_BOTH_PRIMARY) {
+    hb_error("%s: split brain: this node and the peer are both Primary; the link stays "
+             "down until `hactl connect` (demote the node whose changes are to be given "
+             "up first)", r->cfg.name);
+    hb_peer_exclude(r->peer, msg);
+  }
   return ret;
 }
 
@@ -253,7 +276,7 @@ static void ev_down(void *opaque, const char *why, bool standalone)
 
   pthread_mutex_lock(&r->lock);
   hb_state_peer_lost(&r->state);
-  if (standalone)
+  if (standalone && r->state.conn != HB_CONN_SPLITBRAIN)
     r->state.conn = HB_CONN_STANDALONE;
   pthread_mutex_unlock(&r->lock);
   hb_info("%s: lost the peer (%s); %s%s", r->cfg.name, why,
@@ -272,7 +295,7 @@ static void ev_state(void *opaque, const struct hb_state_msg *s)
   if (s->role == HB_ROLE_PRIMARY && r->state.role == HB_ROLE_PRIMARY) {
     /* Cannot happen through the PROMOTE exchange; should it anyway, the
      * pair must not stay connected with two writers. */
-    r->state.conn = HB_CONN_STANDALONE;
+    r->state.conn = HB_CONN_SPLITBRAIN;
     pthread_mutex_unlock(&r->lock);
     hb_error("%s: split brain: the peer says it is Primary and so is this node", r->cfg.name);
     hb_peer_exclude(r->peer, "split brain: both nodes are Primary");
@@ -338,6 +361,7 @@ static bool apply_failed(struct hb_res *r, uint16_t type, uint64_t off, int err)
     hb_error("%s: the local disk failed a request from the Primary: disk Failed "
              "(not promotable until the data are made whole again)", r->cfg.name);
     r->state.disk = HB_DISK_FAILED;
+    __atomic_store_n(&r->disk_failed, 1, __ATOMIC_SEQ_CST);
     changed = true;
   }
   pthread_mutex_unlock(&r->lock);
@@ -720,6 +744,8 @@ static int open_replicated(struct hb_res *r, const struct hb_params *p, char *er
   r->replicated = true;
   r->fail_flush = p->fail_flush;
   r->fail_write = p->fail_write;
+  r->fail_local_flush = p->fail_local_flush;
+  r->fail_local_write = p->fail_local_write;
   r->stall_flush_ms = p->stall_flush_ms;
   r->stall_write_ms = p->stall_write_ms;
   r->stall_send_ms = p->stall_send_ms;
@@ -1001,6 +1027,7 @@ static int drain_peer_writes(struct hb_res *r, bool force, char *msg, size_t len
 
 int hb_res_promote(struct hb_res *r, bool force, char *msg, size_t len)
 {
+  bool recording = false, alone = false;
   int ret;
 
   if (!r->replicated)
@@ -1027,9 +1054,10 @@ int hb_res_promote(struct hb_res *r, bool force, char *msg, size_t len)
     pthread_mutex_lock(&r->lock);
     r->promoting = false;
     if (pr == 0) {
-      /* Granted: decide again on what we know now. A grant we do not use
-       * is taken back by the STATE below. */
-      ret = hb_may_promote(&r->state, force, msg, len);
+      /* Granted: decide again on what we know now (a STATE may have come
+       * meanwhile, saying the peer has blocks we do not). A grant we do
+       * not use is taken back by the STATE below. */
+      ret = may_promote_locked(r, force, msg, len);
       if (ret != 0)
         send_state_locked(r);
       break;
@@ -1074,12 +1102,26 @@ int hb_res_promote(struct hb_res *r, bool force, char *msg, size_t len)
     hb_state_promote(&r->state, force, r->peer_oos);
     if (force && hb_after_forced_promotion(&before, r->peer_oos))
       r->declare_pair = true;
+    /* Connected to a peer whose disk is Failed (a former Primary whose
+     * disk failed, demoted for this promotion): it is no replica. As when
+     * its disk fails under a Primary (ev_state), the whole device counts
+     * as out of sync, recorded before a client can write, and we go on
+     * alone. */
+    if (hb_conn_is_connected(r->state.conn) && r->state.peer_disk == HB_DISK_FAILED) {
+      if (record_locked(r, 0, hb_dev_size(r->dev)))
+        recording = true;
+      alone = true;
+    }
     publish_role(r);
     send_state_locked(r);
     hb_info("%s: promoted to Primary%s", r->cfg.name, force ? " (forced)" : "");
   }
   __atomic_store_n(&r->peer_writes_closed, 0, __ATOMIC_SEQ_CST);   /* primary covers it now */
   pthread_mutex_unlock(&r->lock);
+  if (recording)
+    say_recording(r);
+  if (alone)
+    go_alone(r, "the peer's disk is Failed: it is no replica; going on alone");
   return ret;
 }
 
@@ -1117,7 +1159,7 @@ void hb_res_set_connect(struct hb_res *r, bool wanted)
    * link is up. */
   if (!wanted)
     r->state.conn = HB_CONN_STANDALONE;
-  else if (r->state.conn == HB_CONN_STANDALONE)
+  else if (r->state.conn == HB_CONN_STANDALONE || r->state.conn == HB_CONN_SPLITBRAIN)
     r->state.conn = HB_CONN_CONNECTING;
   pthread_mutex_unlock(&r->lock);
   hb_peer_set_wanted(r->peer, wanted);
@@ -1165,6 +1207,40 @@ static void own_end(struct hb_res *r)
   __atomic_sub_fetch(&r->own_requests, 1, __ATOMIC_SEQ_CST);
 }
 
+/* This Primary's own disk failed a write, trim, zero or flush of its
+ * clients. The peer may have carried it out, and after a failed flush the
+ * kernel no longer knows which of the pages it was given it could not
+ * write back: the replicas may now differ where no bitmap of ours says
+ * so. As DRBD detaches a disk that fails, the disk is Failed from here on
+ * (not promotable, even forced; a handshake with an UpToDate peer is
+ * refused), and every request of the clients fails with EIO rather than
+ * read what may be stale or write one copy only. The peer hears it (a
+ * STATE); connected until now, it holds every write acknowledged to the
+ * clients and is the node to promote once this one is demoted. */
+static void own_disk_failed(struct hb_res *r, const char *what, uint64_t off, int err)
+{
+  bool first;
+
+  pthread_mutex_lock(&r->lock);
+  first = r->state.disk != HB_DISK_FAILED;
+  if (first) {
+    r->state.disk = HB_DISK_FAILED;
+    __atomic_store_n(&r->disk_failed, 1, __ATOMIC_SEQ_CST);
+    send_state_locked(r);
+  }
+  pthread_mutex_unlock(&r->lock);
+  hb_error("%s: the local disk failed a client's %s at %llu: %s", r->cfg.name, what,
+           (unsigned long long) off, strerror(-err));
+  if (first)
+    hb_error("%s: disk Failed: every request of the clients fails (EIO) from now on; "
+             "demote this node and promote the peer", r->cfg.name);
+}
+
+static bool disk_failed(struct hb_res *r)
+{
+  return __atomic_load_n(&r->disk_failed, __ATOMIC_SEQ_CST) != 0;
+}
+
 static int replicate_counted(struct hb_res *r, uint16_t type, const void *buf, uint32_t count,
                              uint64_t off, unsigned flags,
                              int (*local)(struct hb_res *, const void *, uint32_t, uint64_t,
@@ -1179,6 +1255,8 @@ static int replicate_counted(struct hb_res *r, uint16_t type, const void *buf, u
     return -EINVAL;
   if (!__atomic_load_n(&r->primary, __ATOMIC_SEQ_CST))
     return -EROFS;              /* demoted under a connected client */
+  if (disk_failed(r))
+    return -EIO;
   if (count == 0)
     return 0;
   hb_dev_range_begin(r->dev, &range, off, count);
@@ -1215,8 +1293,8 @@ static int replicate_counted(struct hb_res *r, uint16_t type, const void *buf, u
     go_alone(r, "the peer failed %s at %llu (%s): its disk is failing; going on alone",
              hb_wire_type_name(type), (unsigned long long) off, strerror(-pr));
   }
-  if (ret < 0 && sent && pr == 0)
-    mark_oos(r, off, count);      /* the peer has it and we do not */
+  if (ret < 0)                  /* the peer may have it and we do not */
+    own_disk_failed(r, hb_wire_type_name(type), off, ret);
   hb_dev_range_end(r->dev, &range);
   return ret;
 }
@@ -1235,6 +1313,8 @@ static int replicate(struct hb_res *r, uint16_t type, const void *buf, uint32_t 
 
 static int local_write(struct hb_res *r, const void *buf, uint32_t count, uint64_t off, unsigned flags)
 {
+  if (r->fail_local_write)
+    return -EIO;
   return hb_dev_write_locked(r->dev, buf, count, off, flags);
 }
 
@@ -1256,6 +1336,8 @@ int hb_res_pread(struct hb_res *r, void *buf, uint32_t count, uint64_t off)
 {
   if (demoted(r))
     return -EROFS;
+  if (r->replicated && disk_failed(r))
+    return -EIO;
   return hb_pread(r->dev, buf, count, off);
 }
 
@@ -1297,10 +1379,12 @@ static int flush_counted(struct hb_res *r)
 
   if (!__atomic_load_n(&r->primary, __ATOMIC_SEQ_CST))
     return -EROFS;
+  if (disk_failed(r))
+    return -EIO;
   memset(&io, 0, sizeof io);
   io.frame.type = HB_WIRE_FLUSH;
   sent = hb_peer_send_io(r->peer, &io) == 0;
-  ret = hb_flush(r->dev);
+  ret = r->fail_local_flush ? -EIO : hb_flush(r->dev);
   pr = sent ? hb_peer_io_wait(&io) : 0;
   if (pr != 0 && pr != -ENOTCONN) {
     /* The peer acknowledged writes that it now cannot make durable: which
@@ -1311,6 +1395,8 @@ static int flush_counted(struct hb_res *r)
     go_alone(r, "the peer failed a flush (%s): its disk is failing; going on alone",
              strerror(-pr));
   }
+  if (ret < 0)
+    own_disk_failed(r, "FLUSH", 0, ret);
   return ret;
 }
 
@@ -1330,6 +1416,8 @@ int hb_res_cache(struct hb_res *r, uint32_t count, uint64_t off)
 {
   if (demoted(r))
     return -EROFS;
+  if (r->replicated && disk_failed(r))
+    return -EIO;
   return hb_cache(r->dev, count, off);
 }
 
@@ -1339,5 +1427,7 @@ int hb_res_extents(struct hb_res *r, uint32_t count, uint64_t off, bool req_one,
 {
   if (demoted(r))
     return -EROFS;
+  if (r->replicated && disk_failed(r))
+    return -EIO;
   return hb_extents(r->dev, count, off, req_one, add, opaque);
 }
