@@ -1219,21 +1219,33 @@ static void own_end(struct hb_res *r)
  * clients and is the node to promote once this one is demoted. */
 static void own_disk_failed(struct hb_res *r, const char *what, uint64_t off, int err)
 {
-  bool first;
+  uint64_t only_here = 0;
+  bool first, in_sync = false;
 
   pthread_mutex_lock(&r->lock);
   first = r->state.disk != HB_DISK_FAILED;
   if (first) {
     r->state.disk = HB_DISK_FAILED;
     __atomic_store_n(&r->disk_failed, 1, __ATOMIC_SEQ_CST);
+    in_sync = hb_conn_is_connected(r->state.conn) && r->state.oos_bytes == 0;
+    only_here = r->state.oos_bytes;
     send_state_locked(r);
   }
   pthread_mutex_unlock(&r->lock);
   hb_error("%s: the local disk failed a client's %s at %llu: %s", r->cfg.name, what,
            (unsigned long long) off, strerror(-err));
-  if (first)
-    hb_error("%s: disk Failed: every request of the clients fails (EIO) from now on; "
-             "demote this node and promote the peer", r->cfg.name);
+  if (!first)
+    return;
+  /* What to do next depends on whether the peer has everything: say so,
+   * and never advise promoting a peer that lacks acknowledged writes. */
+  if (in_sync)
+    hb_error("%s: disk Failed: every request of the clients fails (EIO) from now on; the "
+             "peer holds every acknowledged write: demote this node and promote the peer",
+             r->cfg.name);
+  else
+    hb_error("%s: disk Failed: every request of the clients fails (EIO) from now on; the "
+             "peer is not in sync (%llu bytes written without it are on this disk only)",
+             r->cfg.name, (unsigned long long) only_here);
 }
 
 static bool disk_failed(struct hb_res *r)
@@ -1385,6 +1397,11 @@ static int flush_counted(struct hb_res *r)
   io.frame.type = HB_WIRE_FLUSH;
   sent = hb_peer_send_io(r->peer, &io) == 0;
   ret = r->fail_local_flush ? -EIO : hb_flush(r->dev);
+  /* The kernel reports a failed write-back to one fdatasync of the file,
+   * not to each: a flush that ran beside the one told must not say the
+   * pages it did not see lost are durable. */
+  if (ret == 0 && disk_failed(r))
+    ret = -EIO;
   pr = sent ? hb_peer_io_wait(&io) : 0;
   if (pr != 0 && pr != -ENOTCONN) {
     /* The peer acknowledged writes that it now cannot make durable: which

@@ -26,6 +26,8 @@ if nbdcopy --flush "$T/src.img" "nbd+unix:///?socket=$T/alpha.sock" 2>"$T/copy.e
 fi
 assert_eq "$(node_field alpha disk)" Failed "alpha's disk"
 assert_grep "the local disk failed a client's FLUSH" "${HB_LOG[alpha]}" "alpha's log"
+assert_grep "the peer holds every acknowledged write: demote this node and promote the peer" \
+    "${HB_LOG[alpha]}" "alpha's advice"
 wait_for 10 "bravo to hear that alpha's disk failed" node_is bravo peer_disk Failed
 # alpha serves nothing more: not to a new client, nor its reads.
 if nbdinfo "nbd+unix:///?socket=$T/alpha.sock" >/dev/null 2>&1; then
