@@ -622,7 +622,7 @@ static void test_split_brain_waits_for_the_operator(void **state)
 }
 
 static bool b_sees_a_failed(void) { return st(B).state.peer_disk == HB_DISK_FAILED; }
-static bool b_sees_a_demoted(void) { return st(B).state.peer_role == HB_ROLE_SECONDARY; }
+static bool b_sees_a_secondary(void) { return st(B).state.peer_role == HB_ROLE_SECONDARY; }
 
 /* After alpha's own disk failed a request of its clients (fail_local_*),
  * checked the same way for a flush and a write: alpha serves nothing more,
@@ -643,7 +643,7 @@ static void check_primary_disk_failed(void)
   assert_true(wait_until(b_sees_a_failed, 5000));
   assert_int_equal(hb_res_demote(A, false, msg, sizeof msg), 0);
   assert_int_equal(hb_res_promote(A, true, msg, sizeof msg), HB_REFUSED_NO_DISK);
-  assert_true(wait_until(b_sees_a_demoted, 5000));
+  assert_true(wait_until(b_sees_a_secondary, 5000));
   if (hb_res_promote(B, false, msg, sizeof msg) != 0)
     fail_msg("bravo not promoted: %s", msg);
   print_message("# bravo promoted: %s, out of sync %llu\n", hb_conn_name(st(B).state.conn),
@@ -681,8 +681,6 @@ static void test_primary_disk_fails_a_write(void **state)
   pair_down();
 }
 
-static bool b_sees_a_secondary(void) { return st(B).state.peer_role == HB_ROLE_SECONDARY; }
-
 static void test_declaration_survives_demote(void **state)
 {
   char cmd[300], msg[256];
@@ -705,9 +703,11 @@ static void test_declaration_survives_demote(void **state)
   }
 }
 
+/* Both nodes' log lines, with HB_TEST_LOG=1 (silent otherwise). */
 static void log_stderr(enum hb_log_level level, const char *msg)
 {
-  if (getenv("HB_TEST_LOG")) fprintf(stderr, "# %s\n", msg);
+  if (getenv("HB_TEST_LOG"))
+    fprintf(stderr, "# %s\n", msg);
 }
 
 int main(void)
