@@ -106,6 +106,17 @@ static bool holds_oos(const struct hb_res *r)
   return r->state.oos_bytes > 0 && r->state.disk != HB_DISK_FAILED;
 }
 
+/* Under r->lock: the disk becomes Failed, in the state and in the copy
+ * the data path reads without the lock. False if it already was. */
+static bool fail_disk_locked(struct hb_res *r)
+{
+  if (r->state.disk == HB_DISK_FAILED)
+    return false;
+  r->state.disk = HB_DISK_FAILED;
+  __atomic_store_n(&r->disk_failed, 1, __ATOMIC_SEQ_CST);
+  return true;
+}
+
 static void send_state_locked(struct hb_res *r)
 {
   struct hb_state_msg s = {
@@ -357,14 +368,12 @@ static bool apply_failed(struct hb_res *r, uint16_t type, uint64_t off, int err)
   hb_error("%s: applying the peer's %s at %llu: %s", r->cfg.name,
            hb_wire_type_name(type), (unsigned long long) off, strerror(-err));
   pthread_mutex_lock(&r->lock);
-  if (r->state.role != HB_ROLE_PRIMARY && r->state.disk != HB_DISK_FAILED) {
+  if (r->state.role != HB_ROLE_PRIMARY)
+    changed = fail_disk_locked(r);
+  pthread_mutex_unlock(&r->lock);
+  if (changed)
     hb_error("%s: the local disk failed a request from the Primary: disk Failed "
              "(not promotable until the data are made whole again)", r->cfg.name);
-    r->state.disk = HB_DISK_FAILED;
-    __atomic_store_n(&r->disk_failed, 1, __ATOMIC_SEQ_CST);
-    changed = true;
-  }
-  pthread_mutex_unlock(&r->lock);
   return changed;
 }
 
@@ -1108,8 +1117,7 @@ int hb_res_promote(struct hb_res *r, bool force, char *msg, size_t len)
      * as out of sync, recorded before a client can write, and we go on
      * alone. */
     if (hb_conn_is_connected(r->state.conn) && r->state.peer_disk == HB_DISK_FAILED) {
-      if (record_locked(r, 0, hb_dev_size(r->dev)))
-        recording = true;
+      recording = record_locked(r, 0, hb_dev_size(r->dev));
       alone = true;
     }
     publish_role(r);
@@ -1223,10 +1231,8 @@ static void own_disk_failed(struct hb_res *r, const char *what, uint64_t off, in
   bool first, in_sync = false;
 
   pthread_mutex_lock(&r->lock);
-  first = r->state.disk != HB_DISK_FAILED;
+  first = fail_disk_locked(r);
   if (first) {
-    r->state.disk = HB_DISK_FAILED;
-    __atomic_store_n(&r->disk_failed, 1, __ATOMIC_SEQ_CST);
     in_sync = hb_conn_is_connected(r->state.conn) && r->state.oos_bytes == 0;
     only_here = r->state.oos_bytes;
     send_state_locked(r);
@@ -1344,12 +1350,21 @@ static bool demoted(struct hb_res *r)
   return r->replicated && !__atomic_load_n(&r->primary, __ATOMIC_ACQUIRE);
 }
 
-int hb_res_pread(struct hb_res *r, void *buf, uint32_t count, uint64_t off)
+/* Why a client's read-side request is not served: demoted (EROFS), or
+ * this node's disk Failed (EIO: what it holds may be stale); 0 to serve. */
+static int read_refusal(struct hb_res *r)
 {
   if (demoted(r))
     return -EROFS;
-  if (r->replicated && disk_failed(r))
-    return -EIO;
+  return r->replicated && disk_failed(r) ? -EIO : 0;
+}
+
+int hb_res_pread(struct hb_res *r, void *buf, uint32_t count, uint64_t off)
+{
+  int ret = read_refusal(r);
+
+  if (ret < 0)
+    return ret;
   return hb_pread(r->dev, buf, count, off);
 }
 
@@ -1431,10 +1446,10 @@ int hb_res_flush(struct hb_res *r)
 
 int hb_res_cache(struct hb_res *r, uint32_t count, uint64_t off)
 {
-  if (demoted(r))
-    return -EROFS;
-  if (r->replicated && disk_failed(r))
-    return -EIO;
+  int ret = read_refusal(r);
+
+  if (ret < 0)
+    return ret;
   return hb_cache(r->dev, count, off);
 }
 
@@ -1442,9 +1457,9 @@ int hb_res_cache(struct hb_res *r, uint32_t count, uint64_t off)
 int hb_res_extents(struct hb_res *r, uint32_t count, uint64_t off, bool req_one,
                    hb_extent_fn add, void *opaque)
 {
-  if (demoted(r))
-    return -EROFS;
-  if (r->replicated && disk_failed(r))
-    return -EIO;
+  int ret = read_refusal(r);
+
+  if (ret < 0)
+    return ret;
   return hb_extents(r->dev, count, off, req_one, add, opaque);
 }
